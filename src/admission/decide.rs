@@ -1,0 +1,201 @@
+//! The admission decision, pure: a gated change, the grant lookup's result,
+//! the verifier and `now` in; a [`Decision`] out. [`Decision::message`] and
+//! [`Decision::warning`] are what the user reads in kubectl.
+
+use std::fmt::Write as _;
+
+use crate::audit::AuditDecision;
+use crate::config::FailureMode;
+use crate::grants::{Expected, GrantRejection, GrantVerifier, StoredGrant};
+use crate::policy::GatedChange;
+
+/// A dependency of the webhook did not answer in time or failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    /// "grant store" or "audit log".
+    pub what: &'static str,
+    pub detail: String,
+}
+
+/// Why a gated change was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    NoGrant,
+    Rejected(GrantRejection),
+    Unavailable(Unavailable),
+}
+
+/// The verdict on a gated (or exempt) change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The requester is exempt by policy.
+    Exempt,
+    /// A valid grant covers the change.
+    Allowed {
+        ticket_number: String,
+        jti: String,
+        expires_at: i64,
+        remaining: i64,
+    },
+    /// A dependency was down and the failure mode is open.
+    AllowedFailOpen(Unavailable),
+    Denied(DenyReason),
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Self::Denied(_))
+    }
+
+    pub fn audit_decision(&self) -> AuditDecision {
+        match self {
+            Self::Exempt => AuditDecision::Exempt,
+            Self::Allowed { .. } | Self::AllowedFailOpen(_) => AuditDecision::Allowed,
+            Self::Denied(_) => AuditDecision::Denied,
+        }
+    }
+
+    /// `decision` label of `rollgate_admission_requests_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Exempt => "exempt",
+            Self::Allowed { .. } => "allowed",
+            Self::AllowedFailOpen(_) => "allowed_fail_open",
+            Self::Denied(DenyReason::Unavailable(_)) => "denied_unavailable",
+            Self::Denied(_) => "denied",
+        }
+    }
+
+    /// The grant's jti, when a grant allowed the change.
+    pub fn grant_jti(&self) -> Option<&str> {
+        match self {
+            Self::Allowed { jti, .. } => Some(jti),
+            _ => None,
+        }
+    }
+
+    /// A short reason for the audit record.
+    pub fn audit_reason(&self) -> String {
+        match self {
+            Self::Exempt => "requester is exempt by policy".into(),
+            Self::Allowed { ticket_number, .. } => format!("grant of ticket {ticket_number}"),
+            Self::AllowedFailOpen(u) => {
+                format!("{} unavailable ({}); failure mode open", u.what, u.detail)
+            }
+            Self::Denied(DenyReason::NoGrant) => "no grant".into(),
+            Self::Denied(DenyReason::Rejected(r)) => r.to_string(),
+            Self::Denied(DenyReason::Unavailable(u)) => {
+                format!("{} unavailable: {}", u.what, u.detail)
+            }
+        }
+    }
+
+    /// The denial message: what happened and exactly how to get a grant.
+    pub fn message(&self, change: &GatedChange, api_url: &str) -> String {
+        let kind = change.diff.kind_or_template();
+        let mut msg = format!(
+            "rollgate: {user} may not {verb} {k} {ns}/{name} (application {app}): namespace {ns} is protected",
+            user = change.requester.username,
+            verb = kind.verb(),
+            k = change.kind,
+            ns = change.namespace,
+            name = change.name,
+            app = change.application,
+        );
+        match self {
+            Self::Denied(DenyReason::Unavailable(u)) => {
+                let _ = write!(
+                    msg,
+                    " and rollgate cannot reach its {} ({}), so it fails closed. Nothing is wrong with your request: \
+                     retry in a minute; if this persists, tell the platform team (metric rollgate_store_up).",
+                    u.what, u.detail
+                );
+                return msg;
+            }
+            Self::Denied(DenyReason::Rejected(r)) => {
+                let _ = write!(msg, " and your grant does not count: {r}.");
+            }
+            _ => msg.push_str(" and you hold no grant for this application."),
+        }
+        let action = kind.action();
+        let _ = write!(
+            msg,
+            " To get one, file a ticket and have an approver (not you) approve it: \
+             `rollgate ticket request -n {ns} {app} --action {action} --reason \"<why>\"` \
+             or `curl -X POST {api_url}/v1/tickets -H \"Authorization: Bearer $TOKEN\" -H \"Content-Type: application/json\" \
+             -d '{{\"namespace\":\"{ns}\",\"application\":\"{app}\",\"action\":\"{action}\",\"reason\":\"<why>\"}}'`. \
+             Once it is approved, run your command again.",
+            ns = change.namespace,
+            app = change.application,
+        );
+        msg
+    }
+
+    /// The warning kubectl prints on an allowed change.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Self::Allowed { ticket_number, jti, remaining, .. } => Some(format!(
+                "rollgate: allowed by ticket {ticket_number} (grant {short}); the grant expires in {left}",
+                short = jti.get(..8).unwrap_or(jti),
+                left = human_duration(*remaining),
+            )),
+            Self::AllowedFailOpen(u) => Some(format!(
+                "rollgate: {} unavailable ({}); allowed without a grant check because the failure mode is open",
+                u.what, u.detail
+            )),
+            Self::Exempt => Some("rollgate: allowed without a ticket: you are exempt by policy (recorded in the audit)".into()),
+            Self::Denied(_) => None,
+        }
+    }
+}
+
+/// Decides a gated change given the result of the grant lookup.
+///
+/// `lookup` is `Err` when the store could not answer in time. A found grant
+/// is verified completely: signature, claims, time window and that it names
+/// this user, namespace and application, so a row planted in the store
+/// without the signing key counts for nothing.
+pub fn decide(
+    change: &GatedChange,
+    lookup: Result<Option<StoredGrant>, Unavailable>,
+    verifier: &GrantVerifier,
+    failure_mode: FailureMode,
+    now: i64,
+) -> Decision {
+    let grant = match lookup {
+        Err(unavailable) => {
+            return match failure_mode {
+                FailureMode::Closed => Decision::Denied(DenyReason::Unavailable(unavailable)),
+                FailureMode::Open => Decision::AllowedFailOpen(unavailable),
+            };
+        }
+        Ok(None) => return Decision::Denied(DenyReason::NoGrant),
+        Ok(Some(grant)) => grant,
+    };
+    let expected = Expected {
+        user: &change.requester.username,
+        namespace: &change.namespace,
+        application: &change.application,
+        action: change.diff.kind_or_template().action(),
+    };
+    match verifier.verify(&grant.token, expected, now) {
+        Ok(claims) => Decision::Allowed {
+            ticket_number: claims.tno,
+            remaining: claims.exp - now,
+            expires_at: claims.exp,
+            jti: claims.jti,
+        },
+        Err(rejection) => Decision::Denied(DenyReason::Rejected(rejection)),
+    }
+}
+
+/// `1h59m`, `12m`, `45s`.
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m"),
+    }
+}

@@ -1,0 +1,231 @@
+//! The webhook edge: `POST /validate` takes an AdmissionReview v1, asks the
+//! pure [`policy::classify`] and [`decide::decide`], does the one grant
+//! lookup and the one audit append under their time budgets, and answers.
+//!
+//! A review that parses always gets HTTP 200 with its `uid` echoed; one that
+//! does not gets 400 (413 above the body limit, from the router's layer).
+//! Ungated requests touch no store.
+
+pub mod decide;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+
+pub use decide::{Decision, DenyReason, Unavailable, decide};
+
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::config::FailureMode;
+use crate::policy::{self, Gate, GatedChange};
+use crate::state::AppState;
+
+/// Largest AdmissionReview accepted: two objects of up to 1.5 MiB each, plus room.
+pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
+
+/// The webhook listener's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(state)
+}
+
+fn json_response(status: StatusCode, review: &AdmissionReview<DynamicObject>) -> Response {
+    match serde_json::to_vec(review) {
+        Ok(body) => (
+            status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn invalid(reason: String) -> Response {
+    tracing::warn!(%reason, "unreadable AdmissionReview");
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &AdmissionResponse::invalid(reason).into_review(),
+    )
+}
+
+async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(review) => review,
+        Err(e) => return invalid(format!("body is not an AdmissionReview v1: {e}")),
+    };
+    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(req) => req,
+        Err(_) => return invalid("AdmissionReview has no request".into()),
+    };
+    let response = review_request(&state, &req).await;
+    let kind = req.kind.kind.as_str();
+    let operation = operation_name(&req.operation);
+    let decision = response.1;
+    state
+        .metrics
+        .admission(kind, operation, decision, started.elapsed().as_secs_f64());
+    json_response(StatusCode::OK, &response.0.into_review())
+}
+
+/// Answers one parsed request; returns the response and the metric label.
+async fn review_request(
+    state: &AppState,
+    req: &AdmissionRequest<DynamicObject>,
+) -> (AdmissionResponse, &'static str) {
+    let base = AdmissionResponse::from(req);
+    let (change, decision) = match policy::classify(req, &state.policy, &*state.namespaces) {
+        Gate::Ungated(_) => return (base, "ungated"),
+        Gate::Exempt(change) => (change, Decision::Exempt),
+        Gate::Gated(change) => {
+            let lookup = lookup_grant(state, &change).await;
+            let now = jiff::Timestamp::now().as_second();
+            let decision = decide(
+                &change,
+                lookup,
+                &state.verifier,
+                state.policy.failure_mode,
+                now,
+            );
+            (change, decision)
+        }
+    };
+
+    let decision = if req.dry_run {
+        decision
+    } else {
+        match record(state, req, &change, &decision).await {
+            Ok(()) => decision,
+            Err(unavailable) => match state.policy.failure_mode {
+                // A decision that cannot be recorded is not made (DESIGN.md:
+                // recorded before the webhook answers), unless configured open.
+                FailureMode::Closed if decision.allowed() => {
+                    Decision::Denied(DenyReason::Unavailable(unavailable))
+                }
+                _ => decision,
+            },
+        }
+    };
+
+    tracing::info!(
+        namespace = %change.namespace,
+        name = %change.name,
+        kind = %change.kind,
+        application = %change.application,
+        user = %change.requester.username,
+        change = ?change.diff.kind_or_template(),
+        decision = decision.metric_label(),
+        dry_run = req.dry_run,
+        "gated change"
+    );
+
+    let label = decision.metric_label();
+    let mut response = base;
+    if decision.allowed() {
+        response.warnings = decision.warning().map(|w| vec![w]);
+    } else {
+        response = response.deny(decision.message(&change, &state.public_api_url));
+        response.result.code = 403;
+        response.result.reason = "Forbidden".into();
+    }
+    (response, label)
+}
+
+async fn lookup_grant(
+    state: &AppState,
+    change: &GatedChange,
+) -> Result<Option<crate::grants::StoredGrant>, Unavailable> {
+    let now = jiff::Timestamp::now().as_second();
+    let lookup = state.stores.grants.find_grant(
+        &change.requester.username,
+        &change.namespace,
+        &change.application,
+        now,
+    );
+    match tokio::time::timeout(state.store_timeout, lookup).await {
+        Ok(Ok(grant)) => Ok(grant),
+        Ok(Err(e)) => Err(Unavailable {
+            what: "grant store",
+            detail: error_chain(&e),
+        }),
+        Err(_) => Err(Unavailable {
+            what: "grant store",
+            detail: format!("no answer within {:?}", state.store_timeout),
+        }),
+    }
+}
+
+async fn record(
+    state: &AppState,
+    req: &AdmissionRequest<DynamicObject>,
+    change: &GatedChange,
+    decision: &Decision,
+) -> Result<(), Unavailable> {
+    let mut r = AuditRecord::new(AuditEvent::Admission, jiff::Timestamp::now());
+    r.decision = Some(decision.audit_decision());
+    r.reason = Some(decision.audit_reason());
+    r.request_uid = Some(req.uid.clone());
+    r.username = Some(change.requester.username.clone());
+    r.groups = change.requester.groups.clone();
+    r.namespace = Some(change.namespace.clone());
+    r.application_name = Some(change.application.clone());
+    r.kind = Some(change.kind);
+    r.deployment_name = Some(change.name.clone());
+    r.change = Some(change.diff.kind_or_template());
+    r.image_changes = change.diff.images.clone();
+    if let Some(first) = change.diff.images.first() {
+        r.previous_image = first.previous_image.clone();
+        r.current_image = first.current_image.clone();
+    }
+    r.grant_jti = decision.grant_jti().map(str::to_owned);
+    if decision.allowed() {
+        r.operation_id = Some(crate::random_id());
+        r.rollout_status = Some(crate::audit::RolloutStatus::Started);
+        r.operation_start_time = Some(r.timestamp.clone());
+    }
+    if let Decision::Allowed { ticket_number, .. } = decision {
+        r.ticket_number = Some(ticket_number.clone());
+        r.ticket_id = crate::tickets::ticket_id_of(ticket_number);
+    }
+    match tokio::time::timeout(state.store_timeout, state.stores.audit.append(r)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Unavailable {
+            what: "audit log",
+            detail: error_chain(&e),
+        }),
+        Err(_) => Err(Unavailable {
+            what: "audit log",
+            detail: format!("no answer within {:?}", state.store_timeout),
+        }),
+    }
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// An error and its causes on one line, for messages and logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,215 @@
+//! The audit trail: every gated decision and every ticket and grant event,
+//! hash-chained so that an edit, a deletion or a reordering is detected.
+//!
+//! [`AuditRecord`] is the record (DESIGN.md "Audit record"); [`chain`] holds
+//! the pure hashing and verification; [`AuditLog`] is the storage edge with
+//! one implementation per backend. Appends are durable before they return.
+
+pub mod chain;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{ChangeKind, ImageChange, WorkloadKind};
+
+pub use chain::{GENESIS_HASH, VerifyReport};
+
+/// What an audit record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditEvent {
+    Admission,
+    TicketCreated,
+    TicketApproved,
+    TicketRejected,
+    TicketCancelled,
+    TicketExpired,
+    GrantIssued,
+    GrantRevoked,
+    GrantExpired,
+    Rollout,
+}
+
+impl AuditEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admission => "ADMISSION",
+            Self::TicketCreated => "TICKET_CREATED",
+            Self::TicketApproved => "TICKET_APPROVED",
+            Self::TicketRejected => "TICKET_REJECTED",
+            Self::TicketCancelled => "TICKET_CANCELLED",
+            Self::TicketExpired => "TICKET_EXPIRED",
+            Self::GrantIssued => "GRANT_ISSUED",
+            Self::GrantRevoked => "GRANT_REVOKED",
+            Self::GrantExpired => "GRANT_EXPIRED",
+            Self::Rollout => "ROLLOUT",
+        }
+    }
+}
+
+/// The webhook's verdict on a gated change (ADMISSION records only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditDecision {
+    Allowed,
+    Denied,
+    Exempt,
+}
+
+impl AuditDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "ALLOWED",
+            Self::Denied => "DENIED",
+            Self::Exempt => "EXEMPT",
+        }
+    }
+}
+
+/// Progress of an admitted change's rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RolloutStatus {
+    Started,
+    Progressing,
+    Completed,
+    Failed,
+    Timeout,
+}
+
+/// One record of the trail. Optional fields are left out of the JSON when
+/// empty; `id`, `prevHash` and `hash` are filled in by [`AuditLog::append`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    #[serde(default)]
+    pub id: String,
+    /// RFC 3339 time the record was made.
+    pub timestamp: String,
+    pub event: Option<AuditEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<AuditDecision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_uid: Option<String>,
+    /// Who acted: the requesting user, the approver, the canceller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<WorkloadKind>,
+    /// The workload's name (whatever its kind; the name is the original design's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeKind>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_changes: Vec<ImageChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_entry_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    // Rollout fields (ROLLOUT records; the follower fills them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_status: Option<RolloutStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_strategy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_pods: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminated_pods: Option<Vec<String>>,
+    #[serde(default)]
+    pub prev_hash: String,
+    #[serde(default)]
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// A record of `event` at `now`, to be filled in and appended.
+    pub fn new(event: AuditEvent, now: jiff::Timestamp) -> Self {
+        Self {
+            event: Some(event),
+            timestamp: now.to_string(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Filters of `GET /v1/audit` (all optional, combined with AND).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    pub namespace: Option<String>,
+    pub application: Option<String>,
+    pub user: Option<String>,
+    pub event: Option<AuditEvent>,
+    pub decision: Option<AuditDecision>,
+    /// RFC 3339; records at or after.
+    pub since: Option<jiff::Timestamp>,
+    /// RFC 3339; records before.
+    pub until: Option<jiff::Timestamp>,
+    /// At most 1000; default 100.
+    pub limit: Option<usize>,
+    /// Cursor: only records older than this id (the previous page's `next`).
+    pub after: Option<String>,
+    /// Only records of this operation.
+    #[serde(rename = "operationId")]
+    pub operation_id: Option<String>,
+}
+
+/// Default and maximum page sizes of `GET /v1/audit`.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// One page of records, newest first, and the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditPage {
+    pub items: Vec<AuditRecord>,
+    pub next: Option<String>,
+}
+
+/// Where the trail lives. One implementation per backend.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Chains and stores `record` (its `id`, `prevHash` and `hash` are
+    /// assigned here) durably, and returns it as stored.
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, crate::store::Error>;
+    /// A page of records matching `filter`, newest first.
+    async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, crate::store::Error>;
+    /// One record by id.
+    async fn get(&self, id: &str) -> Result<Option<AuditRecord>, crate::store::Error>;
+    /// Walks the whole chain from the first record.
+    async fn verify(&self) -> Result<VerifyReport, crate::store::Error>;
+}

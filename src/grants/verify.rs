@@ -1,0 +1,243 @@
+//! Grant verification: every check of DESIGN.md "Grant (JWT claims)", done
+//! on every use. Pure apart from the signature math: `now` is an argument.
+//!
+//! jsonwebtoken's own time checks read the system clock and default to a
+//! 60 s leeway, so they are switched off here and done against `now` with the
+//! configured leeway; `typ`, `ns`, `app` and `jti` are checked by hand too.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Validation};
+
+use super::{GRANT_TYP, GrantClaims, KeySet, SigningKey};
+use crate::config::GrantSettings;
+
+/// Why a presented grant does not count. Each variant becomes a denial message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantRejection {
+    #[error("the grant is not a well-formed JWT")]
+    Malformed,
+    #[error("the grant is not signed with EdDSA")]
+    WrongAlgorithm,
+    #[error("the grant's typ header is not {GRANT_TYP}")]
+    WrongType,
+    #[error("the grant is signed with an unknown key")]
+    UnknownKeyId,
+    #[error("the grant's signature does not verify")]
+    BadSignature,
+    #[error("the grant is missing a claim or has a malformed one")]
+    BadClaims,
+    #[error("the grant was issued by {0:?}, not by this rollgate")]
+    WrongIssuer(String),
+    #[error("the grant is meant for {0:?}, not for this webhook")]
+    WrongAudience(String),
+    #[error("the grant is not valid yet")]
+    NotYetValid,
+    #[error("the grant expired {0} s ago")]
+    Expired(i64),
+    #[error("the grant's lifetime exceeds the configured maximum")]
+    LifetimeTooLong,
+    #[error("the grant belongs to {0:?}")]
+    WrongUser(String),
+    #[error("the grant is for namespace {0:?}")]
+    WrongNamespace(String),
+    #[error("the grant is for application {0:?}")]
+    WrongApplication(String),
+    #[error("the grant was revoked or is no longer stored")]
+    Revoked,
+    #[error("the grant allows only a {0}")]
+    ActionNotAllowed(String),
+}
+
+/// What the grant must match: the request's user, namespace and application.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub user: &'a str,
+    pub namespace: &'a str,
+    pub application: &'a str,
+    /// The ticket action the change needs: `restart`, `image` or `any`.
+    pub action: &'a str,
+}
+
+/// Verifies grants against a static [`KeySet`] and the configured claims.
+#[derive(Debug, Clone)]
+pub struct GrantVerifier {
+    keys: KeySet,
+    issuer: String,
+    audience: String,
+    leeway: i64,
+    max_lifetime: i64,
+    validation: Validation,
+}
+
+impl GrantVerifier {
+    pub fn new(keys: KeySet, settings: &GrantSettings) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["iss", "aud", "sub", "exp", "nbf"]);
+        // Time is checked below against the caller's `now`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = 0;
+        Self {
+            keys,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            leeway: secs(settings.leeway),
+            max_lifetime: secs(settings.ttl),
+            validation,
+        }
+    }
+
+    /// The key set grants are checked against (published as JWKS).
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// Checks `token` completely: header, signature with a known `kid`,
+    /// every claim, the time window with leeway, the lifetime, and that it
+    /// names `expected`'s user, namespace and application. `now` is Unix seconds.
+    /// (Whether it is still in the store is the caller's lookup.)
+    pub fn verify(
+        &self,
+        token: &str,
+        expected: Expected<'_>,
+        now: i64,
+    ) -> Result<GrantClaims, GrantRejection> {
+        let claims = self.verify_token(token, now)?;
+        if claims.sub != expected.user {
+            return Err(GrantRejection::WrongUser(claims.sub));
+        }
+        if claims.ns != expected.namespace {
+            return Err(GrantRejection::WrongNamespace(claims.ns));
+        }
+        if claims.app != expected.application {
+            return Err(GrantRejection::WrongApplication(claims.app));
+        }
+        if !(claims.action == "any" || claims.action == expected.action) {
+            return Err(GrantRejection::ActionNotAllowed(format!(
+                "{} change",
+                claims.action
+            )));
+        }
+        Ok(claims)
+    }
+
+    /// Checks signature, header and time claims, without matching a request
+    /// (used by the redeploy API, which learns namespace and application from the grant).
+    pub fn verify_token(&self, token: &str, now: i64) -> Result<GrantClaims, GrantRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| GrantRejection::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(GrantRejection::WrongAlgorithm);
+        }
+        if header.typ.as_deref() != Some(GRANT_TYP) {
+            return Err(GrantRejection::WrongType);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.keys.get(kid))
+            .ok_or(GrantRejection::UnknownKeyId)?;
+        let data =
+            jsonwebtoken::decode::<GrantClaims>(token, key, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidSignature => GrantRejection::BadSignature,
+                    ErrorKind::InvalidIssuer => GrantRejection::WrongIssuer(String::new()),
+                    ErrorKind::InvalidAudience => GrantRejection::WrongAudience(String::new()),
+                    ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                        GrantRejection::Malformed
+                    }
+                    _ => GrantRejection::BadClaims,
+                }
+            })?;
+        let claims = data.claims;
+        // Belt and braces: jsonwebtoken already compared these sets.
+        if claims.iss != self.issuer {
+            return Err(GrantRejection::WrongIssuer(claims.iss));
+        }
+        if claims.aud != self.audience {
+            return Err(GrantRejection::WrongAudience(claims.aud));
+        }
+        if claims.jti.is_empty() || claims.tid.is_empty() || claims.tno.is_empty() {
+            return Err(GrantRejection::BadClaims);
+        }
+        if now + self.leeway < claims.nbf {
+            return Err(GrantRejection::NotYetValid);
+        }
+        if now - self.leeway >= claims.exp {
+            return Err(GrantRejection::Expired(now - claims.exp));
+        }
+        if claims.exp - claims.iat > self.max_lifetime || claims.exp < claims.iat {
+            return Err(GrantRejection::LifetimeTooLong);
+        }
+        Ok(claims)
+    }
+}
+
+/// Signs grants with rollgate's key.
+#[derive(Debug, Clone)]
+pub struct GrantIssuer {
+    key: SigningKey,
+    issuer: String,
+    audience: String,
+    ttl: i64,
+}
+
+impl GrantIssuer {
+    pub fn new(key: SigningKey, settings: &GrantSettings) -> Self {
+        Self {
+            key,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            ttl: secs(settings.ttl),
+        }
+    }
+
+    /// Claims for a grant to `user` on `namespace`/`application`, valid from `now`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn claims(
+        &self,
+        user: &str,
+        namespace: &str,
+        application: &str,
+        ticket_id: &str,
+        ticket_number: &str,
+        action: &str,
+        jti: String,
+        now: i64,
+    ) -> GrantClaims {
+        GrantClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user.to_owned(),
+            ns: namespace.to_owned(),
+            app: application.to_owned(),
+            tid: ticket_id.to_owned(),
+            tno: ticket_number.to_owned(),
+            jti,
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl,
+            action: action.to_owned(),
+        }
+    }
+
+    /// Signs `claims` as a grant JWT.
+    pub fn sign(&self, claims: &GrantClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+        header.typ = Some(GRANT_TYP.into());
+        header.kid = Some(self.key.kid.clone());
+        jsonwebtoken::encode(&header, claims, self.key.encoding_key())
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;

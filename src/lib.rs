@@ -1,0 +1,34 @@
+//! rollgate: a validating admission webhook and policy gate for Kubernetes.
+//! No restart or image change of a Deployment, StatefulSet or DaemonSet in a
+//! protected namespace without an approved ticket.
+//!
+//! Where to start reading: [`policy::classify`] (what is gated) and
+//! [`admission::decide`] (the verdict) are pure; [`admission`] is the webhook
+//! edge; [`tickets::TicketDesk`] the ticket flow; [`grants`] the signed JWTs;
+//! [`audit`] the hash-chained trail; [`store`] the backends; [`server`] wires
+//! it all together. `../shared/DESIGN.md` is the contract for names.
+
+pub mod admission;
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod grants;
+pub mod metrics;
+pub mod policy;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tickets;
+pub mod tls;
+
+/// A random 128-bit id, hex: grant `jti`s, operation ids, demo tokens.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // getrandom only fails when the OS has no entropy source at all, in
+    // which case no key or token could be made safely either.
+    getrandom::fill(&mut bytes).expect("the OS entropy source is available");
+    hex::encode(bytes)
+}

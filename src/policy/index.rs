@@ -1,0 +1,117 @@
+//! Namespaces protected by label, kept in memory by a watch so the webhook
+//! never calls the API server per request (linkerd's index pattern: the
+//! watch calls `apply`/`delete`, lookups are plain method calls).
+
+use std::collections::BTreeSet;
+use std::sync::RwLock;
+
+use k8s_openapi::api::core::v1::Namespace;
+
+use super::LabelledNamespaces;
+
+/// The set of namespaces whose protection label is `"true"`.
+#[derive(Debug, Default)]
+pub struct NamespaceIndex {
+    label: String,
+    protected: RwLock<BTreeSet<String>>,
+}
+
+impl NamespaceIndex {
+    pub fn new(label: &str) -> Self {
+        Self {
+            label: label.to_owned(),
+            protected: RwLock::default(),
+        }
+    }
+
+    /// Records a namespace as seen by the watch.
+    pub fn apply(&self, ns: &Namespace) {
+        let Some(name) = ns.metadata.name.clone() else {
+            return;
+        };
+        let labelled = ns
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(&self.label))
+            .is_some_and(|v| v == "true");
+        let mut set = self.protected.write().unwrap_or_else(|p| p.into_inner());
+        if labelled {
+            set.insert(name);
+        } else {
+            set.remove(&name);
+        }
+    }
+
+    pub fn delete(&self, name: &str) {
+        self.protected
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// Replaces the whole set (after a watch re-list).
+    pub fn reset(&self, namespaces: &[Namespace]) {
+        self.protected
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for ns in namespaces {
+            self.apply(ns);
+        }
+    }
+}
+
+impl LabelledNamespaces for NamespaceIndex {
+    fn is_protected(&self, namespace: &str) -> bool {
+        self.protected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(namespace)
+    }
+}
+
+/// Keeps `index` in step with the cluster's namespaces until the stream ends.
+pub async fn watch(client: kube::Client, index: std::sync::Arc<NamespaceIndex>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let api: kube::Api<Namespace> = kube::Api::all(client);
+    let mut initial = Vec::new();
+    let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(ns)) => index.apply(&ns),
+            Ok(Event::Delete(ns)) => index.delete(ns.metadata.name.as_deref().unwrap_or_default()),
+            Ok(Event::Init) => initial.clear(),
+            Ok(Event::InitApply(ns)) => initial.push(ns),
+            Ok(Event::InitDone) => index.reset(&std::mem::take(&mut initial)),
+            Err(error) => tracing::warn!(%error, "namespace watch failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_ns(name: &str, value: Option<&str>) -> Namespace {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.into());
+        if let Some(v) = value {
+            ns.metadata.labels =
+                Some([("rollgate.io/protected".to_string(), v.to_string())].into());
+        }
+        ns
+    }
+
+    #[test]
+    fn labelling_and_unlabelling_a_namespace_updates_protection() {
+        let index = NamespaceIndex::new("rollgate.io/protected");
+        index.apply(&mk_ns("payments", Some("true")));
+        index.apply(&mk_ns("sandbox", Some("false")));
+        assert!(index.is_protected("payments"));
+        assert!(!index.is_protected("sandbox"));
+        index.apply(&mk_ns("payments", None));
+        assert!(!index.is_protected("payments"));
+    }
+}

@@ -1,0 +1,235 @@
+//! What is gated: the pure classification of an admission request.
+//!
+//! Start at [`classify`]: it takes the request, the [`Policy`] and the set of
+//! namespaces labelled `rollgate.io/protected=true` (kept by a watch, read
+//! synchronously) and says whether the change is ungated, exempt or gated.
+//! It does no I/O. The template diff itself lives in [`change`].
+//! The rules are DESIGN.md "What is gated".
+
+pub mod change;
+pub mod index;
+
+use std::collections::BTreeSet;
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde::{Deserialize, Serialize};
+
+pub use change::{ChangeKind, ImageChange, TemplateDiff};
+
+use crate::config::FailureMode;
+
+/// Label that protects a namespace when set to `"true"`.
+pub const PROTECTED_LABEL: &str = "rollgate.io/protected";
+/// Pod-template annotation `kubectl rollout restart` sets.
+pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// Pod-template annotation naming the grant of a redeploy rollgate performed itself.
+pub const GRANT_ANNOTATION: &str = "rollgate.io/grant";
+
+/// The workload kinds rollgate can gate (apps/v1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 3] = [Self::Deployment, Self::StatefulSet, Self::DaemonSet];
+
+    /// The kind for an apps/v1 `kind` name, if it is one rollgate knows.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "Deployment" => Some(Self::Deployment),
+            "StatefulSet" => Some(Self::StatefulSet),
+            "DaemonSet" => Some(Self::DaemonSet),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+
+    /// The `kubectl` resource name, for messages (`deploy/web`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Deployment => "deployment",
+            Self::StatefulSet => "statefulset",
+            Self::DaemonSet => "daemonset",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The policy half of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Namespaces protected by name (besides those carrying [`Policy::protected_label`]).
+    pub protected_namespaces: BTreeSet<String>,
+    /// Namespace label that protects a namespace when `"true"`.
+    pub protected_label: String,
+    pub gated_kinds: Vec<WorkloadKind>,
+    pub exempt_users: BTreeSet<String>,
+    pub exempt_groups: BTreeSet<String>,
+    /// Gate every pod-template change, not only restarts and image changes.
+    pub gate_any_template_change: bool,
+    pub failure_mode: FailureMode,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            protected_namespaces: BTreeSet::new(),
+            protected_label: PROTECTED_LABEL.into(),
+            gated_kinds: WorkloadKind::ALL.to_vec(),
+            exempt_users: BTreeSet::new(),
+            exempt_groups: BTreeSet::new(),
+            gate_any_template_change: false,
+            failure_mode: FailureMode::Closed,
+        }
+    }
+}
+
+/// Namespaces whose labels protect them, as far as the caller knows.
+pub trait LabelledNamespaces {
+    fn is_protected(&self, namespace: &str) -> bool;
+}
+
+impl LabelledNamespaces for BTreeSet<String> {
+    fn is_protected(&self, namespace: &str) -> bool {
+        self.contains(namespace)
+    }
+}
+
+/// Who asks for the change, as the API server reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Requester {
+    pub username: String,
+    pub groups: Vec<String>,
+}
+
+/// A change rollgate gates: a restart and/or image change of a workload in a
+/// protected namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatedChange {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+    pub application: String,
+    pub requester: Requester,
+    pub diff: TemplateDiff,
+    /// `rollgate.io/grant` annotation on the new pod template, if any.
+    pub grant_annotation: Option<String>,
+}
+
+/// Why a request passes without a grant check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UngatedReason {
+    NotAWorkload,
+    KindNotGated,
+    Subresource,
+    NotAnUpdate,
+    NamespaceNotProtected,
+    NoGatedChange,
+    /// An object is missing or its pod template cannot be read; the API server
+    /// validates the schema itself, so rollgate does not block on it.
+    Unreadable,
+}
+
+/// The outcome of [`classify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    Ungated(UngatedReason),
+    /// Gated, but the requester is exempt: allowed without a grant, recorded.
+    Exempt(GatedChange),
+    Gated(GatedChange),
+}
+
+/// Decides whether `req` is a gated change under `policy`.
+///
+/// Pure: reads only its arguments. `labelled` answers for namespaces
+/// protected by label rather than by name.
+pub fn classify(
+    req: &AdmissionRequest<DynamicObject>,
+    policy: &Policy,
+    labelled: &dyn LabelledNamespaces,
+) -> Gate {
+    if req.kind.group != "apps" {
+        return Gate::Ungated(UngatedReason::NotAWorkload);
+    }
+    let Some(kind) = WorkloadKind::from_kind(&req.kind.kind) else {
+        return Gate::Ungated(UngatedReason::NotAWorkload);
+    };
+    if !policy.gated_kinds.contains(&kind) {
+        return Gate::Ungated(UngatedReason::KindNotGated);
+    }
+    if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Gate::Ungated(UngatedReason::Subresource);
+    }
+    if !matches!(req.operation, Operation::Update) {
+        return Gate::Ungated(UngatedReason::NotAnUpdate);
+    }
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    if !(policy.protected_namespaces.contains(namespace) || labelled.is_protected(namespace)) {
+        return Gate::Ungated(UngatedReason::NamespaceNotProtected);
+    }
+    let (Some(old), Some(new)) = (&req.old_object, &req.object) else {
+        return Gate::Ungated(UngatedReason::Unreadable);
+    };
+    let Some(diff) = change::diff(&old.data, &new.data) else {
+        return Gate::Ungated(UngatedReason::Unreadable);
+    };
+    let gated = diff.kind().is_some() || (policy.gate_any_template_change && diff.template_changed);
+    if !gated {
+        return Gate::Ungated(UngatedReason::NoGatedChange);
+    }
+
+    let requester = Requester {
+        username: req.user_info.username.clone().unwrap_or_default(),
+        groups: req.user_info.groups.clone().unwrap_or_default(),
+    };
+    let exempt = policy.exempt_users.contains(&requester.username)
+        || requester
+            .groups
+            .iter()
+            .any(|g| policy.exempt_groups.contains(g));
+    let gated = GatedChange {
+        kind,
+        namespace: namespace.to_owned(),
+        name: req.name.clone(),
+        application: application_name(new),
+        grant_annotation: change::template_annotation(&new.data, GRANT_ANNOTATION),
+        requester,
+        diff,
+    };
+    if exempt {
+        Gate::Exempt(gated)
+    } else {
+        Gate::Gated(gated)
+    }
+}
+
+/// The application a workload belongs to: its `app.kubernetes.io/name` label,
+/// else its `app` label, else its name.
+pub fn application_name(obj: &DynamicObject) -> String {
+    let labels = obj.metadata.labels.as_ref();
+    labels
+        .and_then(|l| l.get("app.kubernetes.io/name").or_else(|| l.get("app")))
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .or_else(|| obj.metadata.name.clone())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,339 @@
+//! `rollgate serve`: builds the state from the [`Config`], binds the three
+//! listeners (webhook and API over TLS, admin over plain HTTP), runs the
+//! background tasks, and drains in-flight requests on shutdown.
+//!
+//! [`start`] binds and returns a [`RunningServer`] with the bound addresses,
+//! so tests start the real server on port 0 without racing for ports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
+
+use crate::auth::{Authenticator, DevUsers};
+use crate::config::Config;
+use crate::grants::verify::GrantIssuer;
+use crate::grants::{GrantFilter, GrantVerifier, KeySet, SigningKey};
+use crate::metrics::Metrics;
+use crate::policy::index::NamespaceIndex;
+use crate::state::AppState;
+use crate::tickets::TicketDesk;
+use crate::tls::ReloadingCert;
+
+/// Longest a graceful shutdown waits for in-flight requests.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Longest a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests handled at once per listener; more wait.
+const MAX_CONCURRENT_REQUESTS: usize = 1024;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind the {listener} listener on {addr}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS set-up failed")]
+    Tls(#[from] crate::tls::Error),
+    #[error("grant signing key")]
+    Key(#[from] crate::grants::KeyError),
+    #[error("cannot open the store")]
+    Store(#[from] crate::store::Error),
+    #[error("cannot load API users")]
+    Auth(#[from] crate::auth::Error),
+    #[error("metrics registry")]
+    Metrics(#[from] prometheus::Error),
+    #[error("dev mode set-up failed")]
+    Dev(#[from] crate::dev::Error),
+    #[error(
+        "no way to authenticate API callers: set usersFile, or run in a cluster (TokenReview arrives with issue #4)"
+    )]
+    NoAuthenticator,
+}
+
+/// A started server: its bound addresses and a handle to stop it.
+pub struct RunningServer {
+    pub webhook_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections and lets in-flight requests finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every listener has drained (at most [`DRAIN_TIMEOUT`] after shutdown).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+/// Builds everything from `config`, binds the listeners and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, Error> {
+    if let Some(dir) = &config.dev_dir {
+        crate::dev::prepare(dir)?;
+    }
+    let signing = SigningKey::load(&config.signing_key)?;
+    let mut keys = KeySet::new(&signing);
+    for path in &config.verification_keys {
+        keys.insert_pem_file(path)?;
+    }
+    let verifier = GrantVerifier::new(keys.clone(), &config.grants);
+    let issuer = GrantIssuer::new(signing, &config.grants);
+    let stores = crate::store::open(&config.store).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let authenticator: Arc<dyn Authenticator> = match &config.users_file {
+        Some(path) => Arc::new(DevUsers::load(path)?),
+        None => return Err(Error::NoAuthenticator),
+    };
+    let roles = Arc::new(config.roles.clone());
+    let desk = TicketDesk {
+        tickets: stores.tickets.clone(),
+        grants: stores.grants.clone(),
+        audit: stores.audit.clone(),
+        issuer,
+        roles: config.roles.clone(),
+        metrics: metrics.clone(),
+        protected: config.policy.protected_namespaces.clone(),
+    };
+    let state = AppState {
+        namespaces: Arc::new(NamespaceIndex::new(&config.policy.protected_label)),
+        policy: Arc::new(config.policy.clone()),
+        stores,
+        verifier: Arc::new(verifier),
+        keys: Arc::new(keys),
+        metrics,
+        authenticator,
+        roles,
+        desk,
+        store_timeout: config.store_timeout,
+        public_api_url: config.public_api_url.clone().into(),
+        ready: Arc::new(AtomicBool::new(false)),
+        store_health: Arc::default(),
+    };
+
+    let resolver = Arc::new(ReloadingCert::new(&config.tls.cert, &config.tls.key)?);
+    let tls = crate::tls::server_config(resolver.clone())?;
+
+    let bind = |listener: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+            listener,
+            addr,
+            source,
+        })
+    };
+    let webhook = bind("webhook", config.webhook_addr).await?;
+    let api = bind("api", config.api_addr).await?;
+    let admin = bind("admin", config.admin_addr).await?;
+    let local = |l: &TcpListener, listener: &'static str, addr| {
+        l.local_addr().map_err(|source| Error::Bind {
+            listener,
+            addr,
+            source,
+        })
+    };
+    let webhook_addr = local(&webhook, "webhook", config.webhook_addr)?;
+    let api_addr = local(&api, "api", config.api_addr)?;
+    let admin_addr = local(&admin, "admin", config.admin_addr)?;
+
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let webhook_router = crate::admission::router(state.clone())
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS));
+    let api_router = crate::api::router(state.clone())
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS));
+    tasks.spawn(serve_tls(
+        "webhook",
+        webhook,
+        webhook_router,
+        tls.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(serve_tls("api", api, api_router, tls, shutdown.clone()));
+    tasks.spawn(serve_admin(
+        admin,
+        admin_router(state.clone()),
+        shutdown.clone(),
+    ));
+
+    let background = vec![
+        resolver.spawn_reloader(config.tls_reload_interval),
+        tokio::spawn(watch_store(state.clone())),
+    ];
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(%webhook_addr, %api_addr, %admin_addr, store = %config.store.redacted(), "rollgate serving");
+    Ok(RunningServer {
+        webhook_addr,
+        api_addr,
+        admin_addr,
+        state,
+        shutdown,
+        tasks,
+        background,
+    })
+}
+
+/// Accepts TLS connections on `listener` and serves `router` until `shutdown`,
+/// then waits up to [`DRAIN_TIMEOUT`] for open connections to finish.
+async fn serve_tls(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(listener = name, %peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "drain timed out; closing remaining connections"
+        );
+    }
+}
+
+async fn serve_admin(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let serve = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(error) = serve.await {
+        tracing::error!(%error, "admin listener failed");
+    }
+}
+
+/// `/metrics`, `/healthz`, `/readyz` (plain HTTP, for probes and Prometheus).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let ready = s.ready.load(Ordering::SeqCst);
+    // Readiness does not follow the store: an unready webhook makes the API
+    // server fail every call, ungated ones too (DESIGN.md).
+    let store = match &*s.store_health.read().unwrap_or_else(|p| p.into_inner()) {
+        None => "ok".to_owned(),
+        Some(reason) => format!("unavailable: {reason}"),
+    };
+    let status = if ready {
+        http::StatusCode::OK
+    } else {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ready": ready, "store": store })),
+    )
+}
+
+/// Checks the store every few seconds: `rollgate_store_up`, `/readyz`'s
+/// `store` field and `app_redeploy_token_active_count` follow it.
+async fn watch_store(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = jiff::Timestamp::now().as_second();
+        let all = GrantFilter::default();
+        let check = state.stores.grants.list_grants(&all, now);
+        let health = match tokio::time::timeout(state.store_timeout, check).await {
+            Ok(Ok(grants)) => {
+                state
+                    .metrics
+                    .token_active_count
+                    .set(i64::try_from(grants.len()).unwrap_or(i64::MAX));
+                None
+            }
+            Ok(Err(e)) => Some(crate::admission::error_chain(&e)),
+            Err(_) => Some(format!("no answer within {:?}", state.store_timeout)),
+        };
+        state.metrics.store_up.set(i64::from(health.is_none()));
+        if let Some(reason) = &health {
+            tracing::warn!(%reason, "store unavailable");
+        }
+        *state
+            .store_health
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = health;
+    }
+}

@@ -1,0 +1,35 @@
+//! The state every listener shares: one `Clone` struct of `Arc`s
+//! (axum `examples/dependency-injection`, trait objects).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::SharedAuthenticator;
+use crate::config::Roles;
+use crate::grants::{GrantVerifier, KeySet};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::policy::index::NamespaceIndex;
+use crate::store::Stores;
+use crate::tickets::TicketDesk;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub policy: Arc<Policy>,
+    pub namespaces: Arc<NamespaceIndex>,
+    pub stores: Stores,
+    pub verifier: Arc<GrantVerifier>,
+    pub keys: Arc<KeySet>,
+    pub metrics: Arc<Metrics>,
+    pub authenticator: SharedAuthenticator,
+    pub roles: Arc<Roles>,
+    pub desk: TicketDesk,
+    /// Budget of one store round trip on the webhook path.
+    pub store_timeout: Duration,
+    /// Base URL of the ticket API, printed in denials.
+    pub public_api_url: Arc<str>,
+    /// Set once certificates and listeners are up.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The store's health as last seen: `None` when fine, else why not.
+    pub store_health: Arc<std::sync::RwLock<Option<String>>>,
+}

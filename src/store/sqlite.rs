@@ -1,0 +1,408 @@
+//! The embedded store: SQLite through rusqlite (bundled), one file holding
+//! tickets, grants and the audit chain, so `serve --dev` survives restarts.
+//!
+//! rusqlite is blocking, so every call runs on tokio's blocking pool with the
+//! connection behind a mutex: one writer, which also serialises audit appends
+//! so the chain never forks within a process. `synchronous=FULL` makes an
+//! append durable before it returns.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Error;
+use crate::audit::chain::{self, ChainWalker};
+use crate::audit::{
+    AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, VerifyReport,
+};
+use crate::grants::{GrantFilter, GrantStore, StoredGrant};
+use crate::tickets::{Ticket, TicketFilter, TicketStatus, TicketStore};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    application TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    jti TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    application TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS grants_by_subject ON grants (user, namespace, application, expires_at);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts TEXT NOT NULL,
+    event TEXT NOT NULL,
+    namespace TEXT,
+    application TEXT,
+    username TEXT,
+    decision TEXT,
+    operation_id TEXT,
+    hash TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_namespace ON audit (namespace, seq);
+CREATE INDEX IF NOT EXISTS audit_by_operation ON audit (operation_id);
+";
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, Error> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|_| Error::WorkerGone)??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite inconsistent
+            // (transactions roll back), so a poisoned lock is still usable.
+            let mut guard = conn.lock().unwrap_or_else(|poison| poison.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|_| Error::WorkerGone)?
+    }
+
+    /// Runs raw SQL; tests use it to tamper with the audit table directly.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &'static str) -> Result<usize, Error> {
+        self.with(move |c| Ok(c.execute(sql, [])?)).await
+    }
+}
+
+fn status_str(s: TicketStatus) -> &'static str {
+    s.as_str()
+}
+
+#[async_trait]
+impl TicketStore for SqliteStore {
+    async fn create_ticket(
+        &self,
+        make: Box<dyn FnOnce(u64) -> Ticket + Send>,
+    ) -> Result<Ticket, Error> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO tickets (status, namespace, application, requester, body) VALUES ('', '', '', '', '')",
+                [],
+            )?;
+            let rowid = tx.last_insert_rowid();
+            let ticket = make(u64::try_from(rowid).unwrap_or_default());
+            tx.execute(
+                "UPDATE tickets SET status = ?1, namespace = ?2, application = ?3, requester = ?4, body = ?5 WHERE id = ?6",
+                params![
+                    status_str(ticket.status),
+                    ticket.namespace,
+                    ticket.application,
+                    ticket.requester,
+                    serde_json::to_string(&ticket)?,
+                    rowid
+                ],
+            )?;
+            tx.commit()?;
+            Ok(ticket)
+        })
+        .await
+    }
+
+    async fn get_ticket(&self, id: &str) -> Result<Option<Ticket>, Error> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row("SELECT body FROM tickets WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    async fn list_tickets(&self, filter: &TicketFilter) -> Result<Vec<Ticket>, Error> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT body FROM tickets WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR namespace = ?2)
+                 AND (?3 IS NULL OR application = ?3) AND (?4 IS NULL OR requester = ?4) ORDER BY id DESC LIMIT 1000",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    filter.status.map(status_str),
+                    filter.namespace,
+                    filter.application,
+                    filter.requester
+                ],
+                |r| r.get::<_, String>(0),
+            )?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_ticket(&self, ticket: &Ticket, expected: TicketStatus) -> Result<bool, Error> {
+        let ticket = ticket.clone();
+        self.with(move |c| {
+            let id: i64 = ticket.id.parse().unwrap_or(-1);
+            let changed = c.execute(
+                "UPDATE tickets SET status = ?1, body = ?2 WHERE id = ?3 AND status = ?4",
+                params![
+                    status_str(ticket.status),
+                    serde_json::to_string(&ticket)?,
+                    id,
+                    status_str(expected)
+                ],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl GrantStore for SqliteStore {
+    async fn put_grant(&self, grant: &StoredGrant) -> Result<(), Error> {
+        let grant = grant.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO grants (jti, user, namespace, application, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    grant.jti,
+                    grant.user,
+                    grant.namespace,
+                    grant.application,
+                    grant.expires_at,
+                    serde_json::to_string(&grant)?
+                ],
+            )?;
+            // Expired rows are purged on write, matching Redis key expiry.
+            c.execute("DELETE FROM grants WHERE expires_at < unixepoch() - 3600", [])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_grant(
+        &self,
+        user: &str,
+        namespace: &str,
+        application: &str,
+        now: i64,
+    ) -> Result<Option<StoredGrant>, Error> {
+        let (user, namespace, application) = (
+            user.to_owned(),
+            namespace.to_owned(),
+            application.to_owned(),
+        );
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM grants WHERE user = ?1 AND namespace = ?2 AND application = ?3 AND expires_at > ?4
+                     ORDER BY expires_at DESC LIMIT 1",
+                    params![user, namespace, application, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    async fn grant_by_jti(&self, jti: &str, now: i64) -> Result<Option<StoredGrant>, Error> {
+        let jti = jti.to_owned();
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM grants WHERE jti = ?1 AND expires_at > ?2",
+                    params![jti, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    async fn list_grants(&self, filter: &GrantFilter, now: i64) -> Result<Vec<StoredGrant>, Error> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT body FROM grants WHERE expires_at > ?1 AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR user = ?3)
+                 ORDER BY expires_at DESC",
+            )?;
+            let rows = stmt.query_map(params![now, filter.namespace, filter.user], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, jti: &str) -> Result<bool, Error> {
+        let jti = jti.to_owned();
+        self.with(move |c| Ok(c.execute("DELETE FROM grants WHERE jti = ?1", [jti])? == 1))
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteStore {
+    async fn append(&self, mut record: AuditRecord) -> Result<AuditRecord, Error> {
+        self.with(move |c| {
+            // IMMEDIATE takes the write lock first, so two processes on one
+            // file cannot both read the same head and fork the chain.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let head: Option<(i64, String)> = tx
+                .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let (seq, prev) = match head {
+                Some((seq, hash)) => (seq + 1, hash),
+                None => (1, chain::GENESIS_HASH.to_owned()),
+            };
+            record.id = seq.to_string();
+            chain::link(&mut record, &prev);
+            tx.execute(
+                "INSERT INTO audit (seq, ts, event, namespace, application, username, decision, operation_id, hash, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    seq,
+                    record.timestamp,
+                    record.event.map(|e| e.as_str()),
+                    record.namespace,
+                    record.application_name,
+                    record.username,
+                    record.decision.map(|d| d.as_str()),
+                    record.operation_id,
+                    record.hash,
+                    serde_json::to_string(&record)?
+                ],
+            )?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {
+        let filter = filter.clone();
+        self.with(move |c| {
+            let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+            let after: Option<i64> = filter.after.as_deref().and_then(|a| a.parse().ok());
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM audit WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR application = ?2)
+                 AND (?3 IS NULL OR username = ?3) AND (?4 IS NULL OR event = ?4) AND (?5 IS NULL OR decision = ?5)
+                 AND (?6 IS NULL OR ts >= ?6) AND (?7 IS NULL OR ts < ?7) AND (?8 IS NULL OR seq < ?8)
+                 AND (?9 IS NULL OR operation_id = ?9)
+                 ORDER BY seq DESC LIMIT ?10",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    filter.namespace,
+                    filter.application,
+                    filter.user,
+                    filter.event.map(|e| e.as_str()),
+                    filter.decision.map(|d| d.as_str()),
+                    filter.since.map(|t| t.to_string()),
+                    filter.until.map(|t| t.to_string()),
+                    after,
+                    filter.operation_id,
+                    (limit + 1) as i64
+                ],
+                |r| r.get::<_, String>(0),
+            )?;
+            let mut items: Vec<AuditRecord> = Vec::with_capacity(limit + 1);
+            for body in rows {
+                items.push(serde_json::from_str(&body?)?);
+            }
+            let next = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|r| r.id.clone())
+            } else {
+                None
+            };
+            Ok(AuditPage { items, next })
+        })
+        .await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<AuditRecord>, Error> {
+        let Ok(seq) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        self.with(move |c| {
+            let body: Option<String> = c
+                .query_row("SELECT body FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    async fn verify(&self) -> Result<VerifyReport, Error> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT seq, body FROM audit ORDER BY seq ASC")?;
+            let mut rows = stmt.query([])?;
+            let mut walker = ChainWalker::default();
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let body: String = row.get(1)?;
+                match serde_json::from_str::<AuditRecord>(&body) {
+                    Ok(record) => walker.push(&record),
+                    // An unreadable row breaks the chain at that row.
+                    Err(_) => walker.push(&AuditRecord {
+                        id: seq.to_string(),
+                        hash: "unreadable".into(),
+                        ..Default::default()
+                    }),
+                }
+            }
+            Ok(walker.finish())
+        })
+        .await
+    }
+}
