@@ -124,7 +124,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         metrics: metrics.clone(),
         protected: config.policy.protected_namespaces.clone(),
     };
-    let state = AppState {
+    let mut state = AppState {
         namespaces: Arc::new(NamespaceIndex::new(&config.policy.protected_label)),
         policy: Arc::new(config.policy.clone()),
         stores,
@@ -164,6 +164,10 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     let api_addr = local(&api, "api", config.api_addr)?;
     let admin_addr = local(&admin, "admin", config.admin_addr)?;
 
+    // With port 0 the URL printed in denials must name the port actually bound.
+    if state.public_api_url.as_ref() == format!("https://{}", config.api_addr) {
+        state.public_api_url = format!("https://{api_addr}").into();
+    }
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let webhook_router = crate::admission::router(state.clone())

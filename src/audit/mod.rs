@@ -161,10 +161,16 @@ impl AuditRecord {
     pub fn new(event: AuditEvent, now: jiff::Timestamp) -> Self {
         Self {
             event: Some(event),
-            timestamp: now.to_string(),
+            timestamp: timestamp_text(now),
             ..Self::default()
         }
     }
+}
+
+/// RFC 3339 in UTC with exactly six fractional digits, so that records'
+/// timestamps sort as text (the stores compare `since`/`until` that way).
+pub fn timestamp_text(t: jiff::Timestamp) -> String {
+    format!("{t:.6}")
 }
 
 /// Filters of `GET /v1/audit` (all optional, combined with AND).

@@ -347,8 +347,8 @@ impl AuditLog for SqliteStore {
                     filter.user,
                     filter.event.map(|e| e.as_str()),
                     filter.decision.map(|d| d.as_str()),
-                    filter.since.map(|t| t.to_string()),
-                    filter.until.map(|t| t.to_string()),
+                    filter.since.map(crate::audit::timestamp_text),
+                    filter.until.map(crate::audit::timestamp_text),
                     after,
                     filter.operation_id,
                     (limit + 1) as i64
