@@ -64,6 +64,12 @@ pub enum Error {
     Metrics(#[from] prometheus::Error),
     #[error("dev mode set-up failed")]
     Dev(#[from] crate::dev::Error),
+    #[error("cannot read the kubeconfig")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("cannot use the in-cluster configuration")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("cannot build the Kubernetes client")]
+    KubeClient(#[from] kube::Error),
     #[error(
         "no way to authenticate API callers: set usersFile, or run in a cluster (TokenReview arrives with issue #4)"
     )]
@@ -124,8 +130,10 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         metrics: metrics.clone(),
         protected: config.policy.protected_namespaces.clone(),
     };
+    let kube = kube_client(&config).await?;
+    let namespaces = Arc::new(NamespaceIndex::new(&config.policy.protected_label, kube.is_none()));
     let mut state = AppState {
-        namespaces: Arc::new(NamespaceIndex::new(&config.policy.protected_label)),
+        namespaces: namespaces.clone(),
         policy: Arc::new(config.policy.clone()),
         stores,
         verifier: Arc::new(verifier),
@@ -188,10 +196,13 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         shutdown.clone(),
     ));
 
-    let background = vec![
+    let mut background = vec![
         resolver.spawn_reloader(config.tls_reload_interval),
         tokio::spawn(watch_store(state.clone())),
     ];
+    if let Some(client) = kube {
+        background.push(tokio::spawn(crate::policy::index::watch(client, namespaces)));
+    }
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%webhook_addr, %api_addr, %admin_addr, store = %config.store.redacted(), "rollgate serving");
     Ok(RunningServer {
@@ -203,6 +214,20 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         tasks,
         background,
     })
+}
+
+/// The cluster client, from `--kubeconfig`/`KUBECONFIG` or, in a pod, the
+/// in-cluster configuration; `None` without either (dev mode on a laptop).
+async fn kube_client(config: &Config) -> Result<Option<kube::Client>, Error> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => kube::Config::incluster()?,
+        None => return Ok(None),
+    };
+    Ok(Some(kube::Client::try_from(kube_config)?))
 }
 
 /// Accepts TLS connections on `listener` and serves `router` until `shutdown`,
@@ -292,7 +317,7 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let ready = s.ready.load(Ordering::SeqCst);
+    let ready = s.ready.load(Ordering::SeqCst) && s.namespaces.is_synced();
     // Readiness does not follow the store: an unready webhook makes the API
     // server fail every call, ungated ones too (DESIGN.md).
     let store = match &*s.store_health.read().unwrap_or_else(|p| p.into_inner()) {

@@ -14,14 +14,25 @@ use super::LabelledNamespaces;
 pub struct NamespaceIndex {
     label: String,
     protected: RwLock<BTreeSet<String>>,
+    /// False until the first full list arrived (when a cluster is watched).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl NamespaceIndex {
-    pub fn new(label: &str) -> Self {
+    /// An index for `label`. `synced` says whether it is complete already
+    /// (true without a cluster: then only config-listed namespaces exist).
+    pub fn new(label: &str, synced: bool) -> Self {
         Self {
             label: label.to_owned(),
             protected: RwLock::default(),
+            synced: std::sync::atomic::AtomicBool::new(synced),
         }
+    }
+
+    /// True once the index reflects the cluster; readiness waits for it, so
+    /// a labelled namespace is never briefly unprotected after a restart.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records a namespace as seen by the watch.
@@ -59,6 +70,7 @@ impl NamespaceIndex {
         for ns in namespaces {
             self.apply(ns);
         }
+        self.synced.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -106,7 +118,10 @@ mod tests {
 
     #[test]
     fn labelling_and_unlabelling_a_namespace_updates_protection() {
-        let index = NamespaceIndex::new("rollgate.io/protected");
+        let index = NamespaceIndex::new("rollgate.io/protected", false);
+        assert!(!index.is_synced());
+        index.reset(&[mk_ns("other", None)]);
+        assert!(index.is_synced());
         index.apply(&mk_ns("payments", Some("true")));
         index.apply(&mk_ns("sandbox", Some("false")));
         assert!(index.is_protected("payments"));
