@@ -129,9 +129,13 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         roles: config.roles.clone(),
         metrics: metrics.clone(),
         protected: config.policy.protected_namespaces.clone(),
+        pending_ttl: config.pending_ticket_ttl,
     };
     let kube = kube_client(&config).await?;
-    let namespaces = Arc::new(NamespaceIndex::new(&config.policy.protected_label, kube.is_none()));
+    let namespaces = Arc::new(NamespaceIndex::new(
+        &config.policy.protected_label,
+        kube.is_none(),
+    ));
     let mut state = AppState {
         namespaces: namespaces.clone(),
         policy: Arc::new(config.policy.clone()),
@@ -199,9 +203,12 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     let mut background = vec![
         resolver.spawn_reloader(config.tls_reload_interval),
         tokio::spawn(watch_store(state.clone())),
+        tokio::spawn(expire_tickets(state.desk.clone())),
     ];
     if let Some(client) = kube {
-        background.push(tokio::spawn(crate::policy::index::watch(client, namespaces)));
+        background.push(tokio::spawn(crate::policy::index::watch(
+            client, namespaces,
+        )));
     }
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%webhook_addr, %api_addr, %admin_addr, store = %config.store.redacted(), "rollgate serving");
@@ -222,7 +229,11 @@ async fn kube_client(config: &Config) -> Result<Option<kube::Client>, Error> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?
         }
         None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => kube::Config::incluster()?,
         None => return Ok(None),
@@ -333,6 +344,22 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         status,
         axum::Json(json!({ "ready": ready, "store": store })),
     )
+}
+
+/// Expires PENDING tickets nobody decided within `pendingTicketTtl`.
+async fn expire_tickets(desk: TicketDesk) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match desk.expire_stale().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired pending tickets"),
+            Err(e) => {
+                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets")
+            }
+        }
+    }
 }
 
 /// Checks the store every few seconds: `rollgate_store_up`, `/readyz`'s

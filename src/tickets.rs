@@ -323,6 +323,23 @@ impl Ticket {
     }
 
     /// Cancelled by its requester while still pending.
+    /// True when the ticket has waited longer than `ttl` for a decision.
+    pub fn is_stale(&self, now: Timestamp, ttl: std::time::Duration) -> bool {
+        let waited = now.as_second().saturating_sub(self.created_at.as_second());
+        self.status == TicketStatus::Pending
+            && waited >= i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// Expired unanswered.
+    pub fn expire(mut self, now: Timestamp) -> Result<Self, Error> {
+        self.ensure_pending()?;
+        self.status = TicketStatus::Expired;
+        self.decided_at = Some(now);
+        self.entry.completed = true;
+        self.entry.completed_at = Some(now);
+        Ok(self)
+    }
+
     pub fn cancel(mut self, by: &str, now: Timestamp) -> Result<Self, Error> {
         if by != self.requester {
             return Err(Error::Forbidden(format!(
@@ -373,6 +390,8 @@ pub struct TicketDesk {
     pub metrics: Arc<Metrics>,
     /// Label `env` of `app_redeploy_ticket_created_total`: protected or not.
     pub protected: std::collections::BTreeSet<String>,
+    /// How long a PENDING ticket waits for a decision before it expires.
+    pub pending_ttl: std::time::Duration,
 }
 
 impl TicketDesk {
@@ -405,6 +424,53 @@ impl TicketDesk {
             .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
+    /// Ticket `id`, expired first if it waited too long, so nobody decides a stale ticket.
+    async fn current(&self, id: &str) -> Result<Ticket, Error> {
+        let ticket = self.get(id).await?;
+        let now = Timestamp::now();
+        if !ticket.is_stale(now, self.pending_ttl) {
+            return Ok(ticket);
+        }
+        self.expire_one(ticket, now).await?;
+        self.get(id).await
+    }
+
+    async fn expire_one(&self, ticket: Ticket, now: Timestamp) -> Result<(), Error> {
+        let expired = ticket.expire(now)?;
+        if self
+            .tickets
+            .update_ticket(&expired, TicketStatus::Pending)
+            .await?
+        {
+            let system = Caller {
+                username: "rollgate".into(),
+                groups: Vec::new(),
+            };
+            self.record(AuditEvent::TicketExpired, &expired, &system, |r| {
+                r.reason = Some("no decision within pendingTicketTtl".into())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Expires every PENDING ticket older than the pending TTL; returns how many.
+    pub async fn expire_stale(&self) -> Result<usize, Error> {
+        let now = Timestamp::now();
+        let filter = TicketFilter {
+            status: Some(TicketStatus::Pending),
+            ..TicketFilter::default()
+        };
+        let mut expired = 0;
+        for ticket in self.tickets.list_tickets(&filter).await? {
+            if ticket.is_stale(now, self.pending_ttl) {
+                self.expire_one(ticket, now).await?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
     pub async fn list(&self, filter: &TicketFilter) -> Result<Vec<Ticket>, Error> {
         Ok(self.tickets.list_tickets(filter).await?)
     }
@@ -419,7 +485,7 @@ impl TicketDesk {
         if let Some(c) = &comment {
             validate_text("comment", c, false)?;
         }
-        let ticket = self.get(id).await?;
+        let ticket = self.current(id).await?;
         ticket.check_decider(caller, &self.roles)?;
         ticket.ensure_pending()?;
 
@@ -506,7 +572,7 @@ impl TicketDesk {
         if let Some(c) = &comment {
             validate_text("comment", c, false)?;
         }
-        let ticket = self.get(id).await?;
+        let ticket = self.current(id).await?;
         ticket.check_decider(caller, &self.roles)?;
         let rejected = ticket.reject(&caller.username, comment, Timestamp::now())?;
         self.decide(rejected, AuditEvent::TicketRejected, caller)
@@ -514,7 +580,7 @@ impl TicketDesk {
     }
 
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<Ticket, Error> {
-        let ticket = self.get(id).await?;
+        let ticket = self.current(id).await?;
         let cancelled = ticket.cancel(&caller.username, Timestamp::now())?;
         self.decide(cancelled, AuditEvent::TicketCancelled, caller)
             .await
@@ -737,6 +803,29 @@ mod tests {
         ));
         assert!(matches!(
             approved.cancel("alice", Timestamp::UNIX_EPOCH),
+            Err(Error::AlreadyDecided { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pending_ticket_goes_stale_after_its_ttl_and_expires_once() {
+        let created = Timestamp::from_second(1_000_000).unwrap();
+        let ticket = Ticket::file(1, mk_new(), "alice", created);
+        let ttl = std::time::Duration::from_secs(24 * 3600);
+        assert!(!ticket.is_stale(
+            Timestamp::from_second(1_000_000 + 24 * 3600 - 1).unwrap(),
+            ttl
+        ));
+        let later = Timestamp::from_second(1_000_000 + 24 * 3600).unwrap();
+        assert!(ticket.is_stale(later, ttl));
+        let expired = ticket.expire(later).unwrap();
+        assert_eq!(expired.status, TicketStatus::Expired);
+        assert!(
+            !expired.is_stale(later, ttl),
+            "an expired ticket is no longer pending"
+        );
+        assert!(matches!(
+            expired.expire(later),
             Err(Error::AlreadyDecided { .. })
         ));
     }
