@@ -128,7 +128,6 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         issuer,
         roles: config.roles.clone(),
         metrics: metrics.clone(),
-        protected: config.policy.protected_namespaces.clone(),
         pending_ttl: config.pending_ticket_ttl,
     };
     let kube = kube_client(&config).await?;

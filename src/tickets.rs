@@ -388,8 +388,6 @@ pub struct TicketDesk {
     pub issuer: GrantIssuer,
     pub roles: Roles,
     pub metrics: Arc<Metrics>,
-    /// Label `env` of `app_redeploy_ticket_created_total`: protected or not.
-    pub protected: std::collections::BTreeSet<String>,
     /// How long a PENDING ticket waits for a decision before it expires.
     pub pending_ttl: std::time::Duration,
 }
@@ -403,13 +401,9 @@ impl TicketDesk {
             .tickets
             .create_ticket(Box::new(move |id| Ticket::file(id, new, &requester, now)))
             .await?;
-        let env = if self.protected.contains(&ticket.namespace) {
-            "protected"
-        } else {
-            ticket.namespace.as_str()
-        };
+        // The original design's `env` is the environment, which here is the namespace.
         self.metrics
-            .ticket_created(&ticket.application, &ticket.requester, env);
+            .ticket_created(&ticket.application, &ticket.requester, &ticket.namespace);
         self.record(AuditEvent::TicketCreated, &ticket, caller, |r| {
             r.reason = Some(ticket.reason.clone())
         })
