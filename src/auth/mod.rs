@@ -1,9 +1,14 @@
-//! Who is calling the API. [`Caller`] is an axum extractor that reads the
-//! Bearer token and asks the configured [`Authenticator`]; in dev mode that
-//! is [`DevUsers`] (the demo tokens of `users.json`), in a cluster a
-//! Kubernetes TokenReview (issue #4), so a ticket's user is exactly the
-//! username the API server reports at admission. Roles (approver, auditor)
-//! come from the config ([`crate::config::Roles`]).
+//! Who is calling the API, and what they may do.
+//!
+//! [`Caller`] is an axum extractor that reads the Bearer token and asks the
+//! configured [`Authenticator`]: [`DevUsers`] (the demo tokens of
+//! `users.json`), a Kubernetes TokenReview ([`cluster::TokenReviewer`]), or
+//! both in turn ([`FirstOf`]), so a ticket's user is exactly the username the
+//! API server reports at admission. Roles (approver, auditor) are decided by
+//! an [`Authorizer`]: the config ([`crate::config::Roles`]), a
+//! SubjectAccessReview ([`cluster::AccessReviewer`]), or either ([`AnyOf`]).
+
+pub mod cluster;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -186,6 +191,95 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Shared handle to the authenticator.
 pub type SharedAuthenticator = Arc<dyn Authenticator>;
+
+/// Tries each authenticator in turn; the first that knows the token wins.
+/// Dev mode with a cluster: demo tokens first, then TokenReview.
+pub struct FirstOf(pub Vec<Arc<dyn Authenticator>>);
+
+#[async_trait]
+impl Authenticator for FirstOf {
+    async fn authenticate(&self, token: &str) -> Result<Caller, Error> {
+        let mut last = Error::InvalidToken;
+        for authenticator in &self.0 {
+            match authenticator.authenticate(token).await {
+                Ok(caller) => return Ok(caller),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A role rollgate grants beyond "authenticated".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Approves and rejects tickets, revokes grants, reads the audit.
+    Approver,
+    /// Reads the audit and lists grants.
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approver => "approver",
+            Self::Auditor => "auditor",
+        }
+    }
+}
+
+/// Decides whether a caller holds a role in a namespace (`None`: in every namespace).
+#[async_trait]
+pub trait Authorizer: Send + Sync + 'static {
+    async fn allows(
+        &self,
+        caller: &Caller,
+        role: Role,
+        namespace: Option<&str>,
+    ) -> Result<bool, Error>;
+}
+
+/// Roles from the config file. An approver may also audit.
+#[async_trait]
+impl Authorizer for crate::config::Roles {
+    async fn allows(
+        &self,
+        caller: &Caller,
+        role: Role,
+        namespace: Option<&str>,
+    ) -> Result<bool, Error> {
+        let (user, groups) = (caller.username.as_str(), caller.groups.as_slice());
+        Ok(match (role, namespace) {
+            (Role::Approver, Some(ns)) => self.is_approver(ns, user, groups),
+            (Role::Approver, None) => self.is_approver("*", user, groups),
+            (Role::Auditor, Some(ns)) => self.is_auditor(ns, user, groups),
+            (Role::Auditor, None) => self.is_global_auditor(user, groups),
+        })
+    }
+}
+
+/// Holds a role if any authorizer says so (config, then RBAC).
+pub struct AnyOf(pub Vec<Arc<dyn Authorizer>>);
+
+#[async_trait]
+impl Authorizer for AnyOf {
+    async fn allows(
+        &self,
+        caller: &Caller,
+        role: Role,
+        namespace: Option<&str>,
+    ) -> Result<bool, Error> {
+        for authorizer in &self.0 {
+            if authorizer.allows(caller, role, namespace).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Shared handle to the authorizer.
+pub type SharedAuthorizer = Arc<dyn Authorizer>;
 
 #[cfg(test)]
 mod tests {
