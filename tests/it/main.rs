@@ -1,0 +1,11 @@
+#![allow(clippy::unwrap_used)]
+
+mod admin;
+mod audit;
+mod cli;
+mod common;
+mod grants;
+mod limits;
+mod persistence;
+mod tickets;
+mod webhook;
