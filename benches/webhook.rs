@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Webhook benchmark: prints figures, asserts nothing.
 //!
 //! `cargo bench --bench webhook` loads the team's fixture (a 7 KB
@@ -7,6 +8,7 @@
 //! 2. full HTTPS round trips against the real server: ungated (same body in
 //!    namespace `staging`), gated and denied, gated and allowed by a grant;
 //!    sequential latency percentiles and throughput with 32 concurrent clients.
+//!
 //! Under `cargo test` (no `--bench` flag) it runs a few iterations only.
 
 use std::sync::Arc;
@@ -41,12 +43,22 @@ fn report(name: &str, mut samples: Vec<Duration>, wall: Duration) {
 fn pure_path(iterations: usize) {
     let mut policy = Policy::default();
     policy.protected_namespaces.insert("production".into());
-    let key = SigningKey::from_pem(rollgate::grants::keys::generate_pem().unwrap().as_bytes()).unwrap();
+    let key =
+        SigningKey::from_pem(rollgate::grants::keys::generate_pem().unwrap().as_bytes()).unwrap();
     let settings = GrantSettings::default();
     let issuer = GrantIssuer::new(key.clone(), &settings);
     let verifier = GrantVerifier::new(KeySet::new(&key), &settings);
     let now = jiff::Timestamp::now().as_second();
-    let claims = issuer.claims("alice@example.com", "production", "checkout-api", "1", "RG-000001", "any", "j".into(), now);
+    let claims = issuer.claims(
+        "alice@example.com",
+        "production",
+        "checkout-api",
+        "1",
+        "RG-000001",
+        "any",
+        "j".into(),
+        now,
+    );
     let grant = StoredGrant {
         jti: "j".into(),
         user: claims.sub.clone(),
@@ -65,8 +77,16 @@ fn pure_path(iterations: usize) {
         let t = Instant::now();
         let review: AdmissionReview<DynamicObject> = serde_json::from_str(FIXTURE).unwrap();
         let req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
-        let Gate::Gated(change) = policy::classify(&req, &policy, &labelled) else { panic!("fixture must be gated") };
-        let decision = rollgate::admission::decide(&change, Ok(Some(grant.clone())), &verifier, policy.failure_mode, now);
+        let Gate::Gated(change) = policy::classify(&req, &policy, &labelled) else {
+            panic!("fixture must be gated")
+        };
+        let decision = rollgate::admission::decide(
+            &change,
+            Ok(Some(grant.clone())),
+            &verifier,
+            policy.failure_mode,
+            now,
+        );
         assert!(decision.allowed());
         samples.push(t.elapsed());
     }
@@ -77,8 +97,16 @@ async fn http_path(sequential: usize, concurrent: usize) {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "{}";
     let args = <ServeCli as clap::Parser>::parse_from([
-        "x", "--dev", "--dev-dir", dir.path().to_str().unwrap(),
-        "--webhook-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+        "x",
+        "--dev",
+        "--dev-dir",
+        dir.path().to_str().unwrap(),
+        "--webhook-addr",
+        "127.0.0.1:0",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
     ])
     .args;
     let config = Config::from_yaml(yaml, &args).unwrap();
@@ -123,12 +151,26 @@ async fn http_path(sequential: usize, concurrent: usize) {
         }
     };
     run("https: ungated", ungated.clone(), sequential).await;
-    run("https: gated, denied (2 store ops)", gated.clone(), sequential / 4).await;
+    run(
+        "https: gated, denied (2 store ops)",
+        gated.clone(),
+        sequential / 4,
+    )
+    .await;
 
     // Give alice a grant through the real API.
-    let users: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("users.json")).unwrap()).unwrap();
+    let users: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("users.json")).unwrap()).unwrap();
     let token = |name: &str| {
-        users["users"].as_array().unwrap().iter().find(|u| u["name"] == name).unwrap()["token"].as_str().unwrap().to_owned()
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let api = format!("https://{}", server.api_addr);
     let ticket: serde_json::Value = client
@@ -137,9 +179,19 @@ async fn http_path(sequential: usize, concurrent: usize) {
         .json(&serde_json::json!({"namespace":"production","application":"checkout-api","reason":"bench"}))
         .send().await.unwrap().json().await.unwrap();
     let id = ticket["id"].as_str().unwrap();
-    let approved = client.post(format!("{api}/v1/tickets/{id}/approve")).bearer_auth(token("bob")).send().await.unwrap();
+    let approved = client
+        .post(format!("{api}/v1/tickets/{id}/approve"))
+        .bearer_auth(token("bob"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(approved.status(), 200);
-    run("https: gated, allowed (2 store ops)", gated.clone(), sequential / 4).await;
+    run(
+        "https: gated, allowed (2 store ops)",
+        gated.clone(),
+        sequential / 4,
+    )
+    .await;
 
     // Throughput with concurrent clients, ungated.
     let per_task = (concurrent / 32).max(1);
@@ -153,7 +205,13 @@ async fn http_path(sequential: usize, concurrent: usize) {
             let mut samples = Vec::with_capacity(per_task);
             for _ in 0..per_task {
                 let t = Instant::now();
-                let resp = client.post(&url).header("content-type", "application/json").body(body.as_bytes().to_vec()).send().await.unwrap();
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.as_bytes().to_vec())
+                    .send()
+                    .await
+                    .unwrap();
                 let _ = resp.bytes().await.unwrap();
                 samples.push(t.elapsed());
             }
@@ -178,8 +236,16 @@ struct ServeCli {
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let full = std::env::args().any(|a| a == "--bench");
-    let (pure, seq, conc) = if full { (20_000, 4_000, 20_000) } else { (20, 20, 64) };
-    println!("rollgate webhook benchmark ({} run), fixture {} bytes", if full { "full" } else { "smoke" }, FIXTURE.len());
+    let (pure, seq, conc) = if full {
+        (20_000, 4_000, 20_000)
+    } else {
+        (20, 20, 64)
+    };
+    println!(
+        "rollgate webhook benchmark ({} run), fixture {} bytes",
+        if full { "full" } else { "smoke" },
+        FIXTURE.len()
+    );
     pure_path(pure);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(http_path(seq, conc));

@@ -7,5 +7,6 @@ mod common;
 mod grants;
 mod limits;
 mod persistence;
+mod shutdown;
 mod tickets;
 mod webhook;
