@@ -199,3 +199,7 @@ pub fn human_duration(secs: i64) -> String {
         _ => format!("{h}h{m:02}m"),
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -27,26 +27,59 @@ use crate::tickets::{NewTicket, TicketFilter};
 /// Largest API request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Every path [`router`] serves, in the order it registers them. The router
+/// takes its paths from here, and a unit test checks that `openapi.json`
+/// documents each one: add a route here, then to the router, then to the document.
+pub const ROUTES: [&str; 14] = [
+    "/v1/tickets",
+    "/v1/tickets/{id}",
+    "/v1/tickets/{id}/approve",
+    "/v1/tickets/{id}/reject",
+    "/v1/tickets/{id}/cancel",
+    "/v1/tickets/{id}/grant",
+    "/v1/grants",
+    "/v1/grants/{jti}/revoke",
+    "/v1/applications/{namespace}/{application}/redeploy",
+    "/v1/audit",
+    "/v1/audit/verify",
+    "/v1/audit/{id}",
+    "/openapi.json",
+    "/.well-known/jwks.json",
+];
+
 /// The API listener's router.
 pub fn router(state: AppState) -> Router {
+    let [
+        tickets,
+        ticket,
+        approve,
+        reject,
+        cancel,
+        grant,
+        grants,
+        revoke,
+        redeploy_app,
+        audit,
+        audit_verify,
+        audit_record,
+        openapi_doc,
+        jwks_doc,
+    ] = ROUTES;
     Router::new()
-        .route("/v1/tickets", post(create_ticket).get(list_tickets))
-        .route("/v1/tickets/{id}", get(show_ticket))
-        .route("/v1/tickets/{id}/approve", post(approve_ticket))
-        .route("/v1/tickets/{id}/reject", post(reject_ticket))
-        .route("/v1/tickets/{id}/cancel", post(cancel_ticket))
-        .route("/v1/tickets/{id}/grant", get(ticket_grant))
-        .route("/v1/grants", get(list_grants))
-        .route("/v1/grants/{jti}/revoke", post(revoke_grant))
-        .route(
-            "/v1/applications/{namespace}/{application}/redeploy",
-            post(redeploy),
-        )
-        .route("/v1/audit", get(list_audit))
-        .route("/v1/audit/verify", get(verify_audit))
-        .route("/v1/audit/{id}", get(show_audit))
-        .route("/openapi.json", get(openapi))
-        .route("/.well-known/jwks.json", get(jwks))
+        .route(tickets, post(create_ticket).get(list_tickets))
+        .route(ticket, get(show_ticket))
+        .route(approve, post(approve_ticket))
+        .route(reject, post(reject_ticket))
+        .route(cancel, post(cancel_ticket))
+        .route(grant, get(ticket_grant))
+        .route(grants, get(list_grants))
+        .route(revoke, post(revoke_grant))
+        .route(redeploy_app, post(redeploy))
+        .route(audit, get(list_audit))
+        .route(audit_verify, get(verify_audit))
+        .route(audit_record, get(show_audit))
+        .route(openapi_doc, get(openapi))
+        .route(jwks_doc, get(jwks))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -333,4 +366,217 @@ async fn openapi() -> impl IntoResponse {
         [(http::header::CONTENT_TYPE, "application/json")],
         include_str!("openapi.json"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::audit::{AuditPage, VerifyReport};
+    use crate::tickets::{Action, Ticket};
+
+    fn mk_doc() -> Value {
+        serde_json::from_str(include_str!("openapi.json")).expect("openapi.json is JSON")
+    }
+
+    /// The property names of a schema in `components.schemas`.
+    fn properties(doc: &Value, schema: &str) -> BTreeSet<String> {
+        doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {schema} has no properties"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The top-level keys `value` serializes to.
+    fn keys(value: impl Serialize) -> BTreeSet<String> {
+        serde_json::to_value(value)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn collect_refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| collect_refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn openapi_documents_every_route_and_no_other() {
+        let doc = mk_doc();
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1.")),
+            "openapi.json must be OpenAPI 3.1"
+        );
+        let documented: BTreeSet<&str> = doc["paths"]
+            .as_object()
+            .expect("openapi.json has paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let served: BTreeSet<&str> = ROUTES.into_iter().collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.json: {undocumented:?}"
+        );
+        let stale: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            stale.is_empty(),
+            "openapi.json documents unserved paths: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn every_operation_has_responses_and_every_ref_resolves() {
+        let doc = mk_doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                assert!(
+                    op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                    "{method} {path} documents no responses"
+                );
+            }
+        }
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("external $ref {r}"));
+            assert!(doc.pointer(pointer).is_some(), "$ref {r} does not resolve");
+        }
+    }
+
+    #[test]
+    fn schemas_name_exactly_the_fields_the_rust_types_serialize() {
+        let doc = mk_doc();
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let ticket = Ticket::file(
+            42,
+            NewTicket {
+                namespace: "production".into(),
+                application: "checkout-api".into(),
+                reason: "roll the new config".into(),
+                action: Action::Restart,
+            },
+            "alice",
+            now,
+        );
+        let grant = StoredGrant {
+            jti: "jti-1".into(),
+            user: "alice".into(),
+            namespace: "production".into(),
+            application: "checkout-api".into(),
+            ticket_id: "42".into(),
+            ticket_number: "RG-000042".into(),
+            expires_at: 1_800_007_200,
+            // Cleared as `list_grants` does: the schema has no token.
+            token: String::new(),
+        };
+        let token = GrantToken {
+            token: "eyJ...".into(),
+            jti: "jti-1".into(),
+            expires_at: now,
+            ticket_number: "RG-000042".into(),
+        };
+        let report = VerifyReport {
+            ok: true,
+            records: 0,
+            head: crate::audit::GENESIS_HASH.into(),
+            first_bad_id: None,
+        };
+        let page = AuditPage {
+            items: vec![],
+            next: None,
+        };
+        let rows: [(&str, BTreeSet<String>); 6] = [
+            ("Ticket", keys(&ticket)),
+            ("TicketEntry", keys(&ticket.entry)),
+            ("StoredGrant", keys(&grant)),
+            ("GrantToken", keys(&token)),
+            ("VerifyReport", keys(&report)),
+            ("AuditPage", keys(&page)),
+        ];
+        for (schema, serialized) in rows {
+            assert_eq!(properties(&doc, schema), serialized, "schema {schema}");
+        }
+    }
+
+    #[test]
+    fn audit_record_schema_names_every_field() {
+        let doc = mk_doc();
+        let mut record = AuditRecord::new(
+            AuditEvent::Admission,
+            jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        );
+        record.decision = Some(crate::audit::AuditDecision::Allowed);
+        record.reason = Some("grant of ticket RG-000042".into());
+        record.operation_id = Some("op".into());
+        record.request_uid = Some("uid".into());
+        record.username = Some("alice".into());
+        record.groups = vec!["devs".into()];
+        record.namespace = Some("production".into());
+        record.application_name = Some("checkout-api".into());
+        record.kind = Some(crate::policy::WorkloadKind::Deployment);
+        record.deployment_name = Some("checkout-api".into());
+        record.change = Some(crate::policy::ChangeKind::Image);
+        record.image_changes = vec![crate::policy::ImageChange {
+            container: "app".into(),
+            init: true,
+            previous_image: Some("a:1".into()),
+            current_image: Some("a:2".into()),
+        }];
+        record.previous_image = Some("a:1".into());
+        record.current_image = Some("a:2".into());
+        record.ticket_id = Some("42".into());
+        record.ticket_number = Some("RG-000042".into());
+        record.ticket_entry_id = Some("42".into());
+        record.grant_jti = Some("jti-1".into());
+        record.dry_run = Some(false);
+        record.rollout_status = Some(crate::audit::RolloutStatus::Completed);
+        record.previous_replicas = Some(3);
+        record.current_replicas = Some(3);
+        record.rollout_strategy = Some("RollingUpdate".into());
+        record.operation_start_time = Some(record.timestamp.clone());
+        record.operation_end_time = Some(record.timestamp.clone());
+        record.duration_seconds = Some(210);
+        record.success = Some(true);
+        record.error_message = Some("none".into());
+        record.new_pods = Some(vec!["p1".into()]);
+        record.terminated_pods = Some(vec!["p0".into()]);
+        // Every field is set, so the serialized keys are all the fields.
+        assert_eq!(
+            properties(&doc, "AuditRecord"),
+            keys(&record),
+            "schema AuditRecord"
+        );
+        let image_change = keys(&record.image_changes[0]);
+        assert_eq!(
+            properties(&doc, "ImageChange"),
+            image_change,
+            "schema ImageChange"
+        );
+    }
 }
