@@ -23,7 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
 
-use crate::auth::{Authenticator, DevUsers};
+use crate::auth::cluster::{AccessReviewer, TokenReviewer};
+use crate::auth::{AnyOf, Authenticator, Authorizer, DevUsers, FirstOf};
 use crate::config::Config;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{GrantFilter, GrantVerifier, KeySet, SigningKey};
@@ -71,7 +72,7 @@ pub enum Error {
     #[error("cannot build the Kubernetes client")]
     KubeClient(#[from] kube::Error),
     #[error(
-        "no way to authenticate API callers: set usersFile, or run in a cluster (TokenReview arrives with issue #4)"
+        "no way to authenticate API callers: give rollgate a cluster (--kubeconfig, or run it in a pod) for TokenReview, or a usersFile"
     )]
     NoAuthenticator,
 }
@@ -114,23 +115,35 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     }
     let verifier = GrantVerifier::new(keys.clone(), &config.grants);
     let issuer = GrantIssuer::new(signing, &config.grants);
-    let stores = crate::store::open(&config.store).await?;
+    let redis = crate::store::RedisOptions::from_config(&config);
+    let stores = crate::store::open_with(&config.store, &redis).await?;
     let metrics = Arc::new(Metrics::new()?);
-    let authenticator: Arc<dyn Authenticator> = match &config.users_file {
-        Some(path) => Arc::new(DevUsers::load(path)?),
-        None => return Err(Error::NoAuthenticator),
-    };
-    let roles = Arc::new(config.roles.clone());
+    let kube = kube_client(&config).await?;
+    // Demo users first (dev mode), then the cluster's TokenReview.
+    let mut authenticators: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(path) = &config.users_file {
+        authenticators.push(Arc::new(DevUsers::load(path)?));
+    }
+    // Roles from the config, then from RBAC when a cluster is configured.
+    let mut authorizers: Vec<Arc<dyn Authorizer>> = vec![Arc::new(config.roles.clone())];
+    if let Some(client) = &kube {
+        authenticators.push(Arc::new(TokenReviewer::new(client.clone(), Vec::new())));
+        authorizers.push(Arc::new(AccessReviewer::new(client.clone())));
+    }
+    if authenticators.is_empty() {
+        return Err(Error::NoAuthenticator);
+    }
+    let authenticator: Arc<dyn Authenticator> = Arc::new(FirstOf(authenticators));
+    let authorizer: Arc<dyn Authorizer> = Arc::new(AnyOf(authorizers));
     let desk = TicketDesk {
         tickets: stores.tickets.clone(),
         grants: stores.grants.clone(),
         audit: stores.audit.clone(),
         issuer,
-        roles: config.roles.clone(),
+        authorizer: authorizer.clone(),
         metrics: metrics.clone(),
         pending_ttl: config.pending_ticket_ttl,
     };
-    let kube = kube_client(&config).await?;
     let namespaces = Arc::new(NamespaceIndex::new(
         &config.policy.protected_label,
         kube.is_none(),
@@ -143,7 +156,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         keys: Arc::new(keys),
         metrics,
         authenticator,
-        roles,
+        authorizer,
         desk,
         store_timeout: config.store_timeout,
         public_api_url: config.public_api_url.clone().into(),

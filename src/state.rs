@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::SharedAuthenticator;
-use crate::config::Roles;
+use crate::auth::{SharedAuthenticator, SharedAuthorizer};
 use crate::grants::{GrantVerifier, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -22,7 +21,8 @@ pub struct AppState {
     pub keys: Arc<KeySet>,
     pub metrics: Arc<Metrics>,
     pub authenticator: SharedAuthenticator,
-    pub roles: Arc<Roles>,
+    /// Decides approver and auditor roles (config, SubjectAccessReview).
+    pub authorizer: SharedAuthorizer,
     pub desk: TicketDesk,
     /// Budget of one store round trip on the webhook path.
     pub store_timeout: Duration,

@@ -12,8 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditLog, AuditRecord};
-use crate::auth::Caller;
-use crate::config::Roles;
+use crate::auth::{Caller, Role, SharedAuthorizer};
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{GrantStore, StoredGrant};
 use crate::metrics::Metrics;
@@ -155,6 +154,8 @@ pub enum Error {
     },
     #[error("the store is unavailable")]
     Store(#[from] crate::store::Error),
+    #[error("cannot check the caller's role")]
+    Auth(#[from] crate::auth::Error),
     #[error("cannot sign the grant")]
     Sign(#[source] jsonwebtoken::errors::Error),
 }
@@ -261,12 +262,13 @@ impl Ticket {
         }
     }
 
-    /// Checks that `approver` may decide this ticket: an approver for its
-    /// namespace, and not its requester.
-    pub fn check_decider(&self, caller: &Caller, roles: &Roles) -> Result<(), Error> {
-        if !roles.is_approver(&self.namespace, &caller.username, &caller.groups) {
+    /// Checks that `caller` may decide this ticket: an approver for its
+    /// namespace (`is_approver`, as the authorizer said), and not its requester.
+    pub fn check_decider(&self, caller: &Caller, is_approver: bool) -> Result<(), Error> {
+        if !is_approver {
             return Err(Error::Forbidden(format!(
-                "{} is not an approver for namespace {}: ask an approver listed in rollgate's config (roles.approvers)",
+                "{} is not an approver for namespace {}: approvers are listed in rollgate's config (roles.approvers) \
+                 or hold RBAC verb \"approve\" on resource \"tickets\" of API group rollgate.io in that namespace",
                 caller.username, self.namespace
             )));
         }
@@ -386,7 +388,7 @@ pub struct TicketDesk {
     pub grants: Arc<dyn GrantStore>,
     pub audit: Arc<dyn AuditLog>,
     pub issuer: GrantIssuer,
-    pub roles: Roles,
+    pub authorizer: SharedAuthorizer,
     pub metrics: Arc<Metrics>,
     /// How long a PENDING ticket waits for a decision before it expires.
     pub pending_ttl: std::time::Duration,
@@ -416,6 +418,13 @@ impl TicketDesk {
             .get_ticket(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    async fn is_approver(&self, caller: &Caller, namespace: &str) -> Result<bool, Error> {
+        Ok(self
+            .authorizer
+            .allows(caller, Role::Approver, Some(namespace))
+            .await?)
     }
 
     /// Ticket `id`, expired first if it waited too long, so nobody decides a stale ticket.
@@ -480,7 +489,7 @@ impl TicketDesk {
             validate_text("comment", c, false)?;
         }
         let ticket = self.current(id).await?;
-        ticket.check_decider(caller, &self.roles)?;
+        ticket.check_decider(caller, self.is_approver(caller, &ticket.namespace).await?)?;
         ticket.ensure_pending()?;
 
         let now = Timestamp::now();
@@ -567,7 +576,7 @@ impl TicketDesk {
             validate_text("comment", c, false)?;
         }
         let ticket = self.current(id).await?;
-        ticket.check_decider(caller, &self.roles)?;
+        ticket.check_decider(caller, self.is_approver(caller, &ticket.namespace).await?)?;
         let rejected = ticket.reject(&caller.username, comment, Timestamp::now())?;
         self.decide(rejected, AuditEvent::TicketRejected, caller)
             .await
@@ -673,23 +682,6 @@ mod tests {
         }
     }
 
-    fn mk_roles() -> Roles {
-        let mut roles = Roles::default();
-        roles
-            .approvers
-            .entry("production".into())
-            .or_default()
-            .users
-            .insert("bob".into());
-        roles
-            .approvers
-            .entry("production".into())
-            .or_default()
-            .users
-            .insert("alice".into());
-        roles
-    }
-
     #[test]
     fn names_and_reasons_are_validated_with_the_field_named() {
         let cases = [
@@ -758,16 +750,12 @@ mod tests {
     fn requester_cannot_decide_own_ticket_even_as_approver() {
         let ticket = Ticket::file(1, mk_new(), "alice", Timestamp::UNIX_EPOCH);
         let err = ticket
-            .check_decider(&mk_caller("alice", &[]), &mk_roles())
+            .check_decider(&mk_caller("alice", &[]), true)
             .unwrap_err();
         assert!(err.to_string().contains("cannot approve"), "{err}");
-        assert!(
-            ticket
-                .check_decider(&mk_caller("bob", &[]), &mk_roles())
-                .is_ok()
-        );
+        assert!(ticket.check_decider(&mk_caller("bob", &[]), true).is_ok());
         let err = ticket
-            .check_decider(&mk_caller("carol", &[]), &mk_roles())
+            .check_decider(&mk_caller("carol", &[]), false)
             .unwrap_err();
         assert!(err.to_string().contains("not an approver"), "{err}");
     }

@@ -117,6 +117,18 @@ impl Decision {
             }
             _ => msg.push_str(" and you hold no grant for this application."),
         }
+        if crate::tickets::validate_dns_label(&change.application).is_err() {
+            // Tickets name applications as DNS-1123 labels; say how to get one
+            // rather than print a command the API would refuse.
+            let _ = write!(
+                msg,
+                " No ticket can name application {app:?}: it is not a DNS-1123 label. Give the {k} an \
+                 `app.kubernetes.io/name` label of lower-case letters, digits and '-' (at most 63), then request a ticket for it.",
+                app = change.application,
+                k = change.kind,
+            );
+            return msg;
+        }
         let action = kind.action();
         let _ = write!(
             msg,

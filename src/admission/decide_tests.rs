@@ -498,8 +498,8 @@ fn a_grant_that_does_not_match_is_rejected_and_the_message_says_why() {
                 },
             ),
             NOW,
-            GrantRejection::ActionNotAllowed("restart change".into()),
-            "your grant does not count: the grant allows only a restart change.",
+            GrantRejection::ActionNotAllowed("restart".into()),
+            "your grant does not count: the grant's ticket allows only a restart.",
         ),
         (
             "restart-only grant, restart and image change",
@@ -512,8 +512,8 @@ fn a_grant_that_does_not_match_is_rejected_and_the_message_says_why() {
                 },
             ),
             NOW,
-            GrantRejection::ActionNotAllowed("restart change".into()),
-            "your grant does not count: the grant allows only a restart change.",
+            GrantRejection::ActionNotAllowed("restart".into()),
+            "your grant does not count: the grant's ticket allows only a restart.",
         ),
         (
             "image-only grant, restart",
@@ -526,8 +526,8 @@ fn a_grant_that_does_not_match_is_rejected_and_the_message_says_why() {
                 },
             ),
             NOW,
-            GrantRejection::ActionNotAllowed("image change".into()),
-            "your grant does not count: the grant allows only a image change.",
+            GrantRejection::ActionNotAllowed("image".into()),
+            "your grant does not count: the grant's ticket allows only an image change.",
         ),
         (
             "restart-only grant, other template change",
@@ -540,8 +540,8 @@ fn a_grant_that_does_not_match_is_rejected_and_the_message_says_why() {
                 },
             ),
             NOW,
-            GrantRejection::ActionNotAllowed("restart change".into()),
-            "your grant does not count: the grant allows only a restart change.",
+            GrantRejection::ActionNotAllowed("restart".into()),
+            "your grant does not count: the grant's ticket allows only a restart.",
         ),
     ];
     for (row, change, grant, now, rejection, why) in rows {
@@ -737,4 +737,16 @@ fn durations_read_as_hours_minutes_or_seconds() {
     for (row, secs, expected) in rows {
         assert_eq!(human_duration(secs), expected, "row {row:?}");
     }
+}
+
+#[test]
+fn an_application_no_ticket_can_name_gets_advice_instead_of_a_command() {
+    let mut change = mk_restart();
+    change.application = "Checkout_API".into();
+    let keys = mk_keys();
+    let decision = decide(&change, Ok(None), &keys.verifier, FailureMode::Closed, NOW);
+    let message = decision.message(&change, API_URL);
+    assert!(message.contains("not a DNS-1123 label"), "{message}");
+    assert!(message.contains("app.kubernetes.io/name"), "{message}");
+    assert!(!message.contains("rollgate ticket request"), "{message}");
 }

@@ -19,7 +19,7 @@ use serde_json::json;
 pub use problem::{ApiError, ApiJson, ApiQuery, OptionalJson};
 
 use crate::audit::{AuditEvent, AuditFilter, AuditRecord, MAX_PAGE};
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::grants::{GrantFilter, StoredGrant};
 use crate::state::AppState;
 use crate::tickets::{NewTicket, TicketFilter};
@@ -197,22 +197,27 @@ async fn ticket_grant(
     }))
 }
 
-/// Requires the caller to read `namespace` (or everything when `None`).
-fn require_auditor(s: &AppState, caller: &Caller, namespace: Option<&str>) -> Result<(), ApiError> {
-    let allowed = match namespace {
-        Some(ns) => s.roles.is_auditor(ns, &caller.username, &caller.groups),
-        None => s.roles.is_global_auditor(&caller.username, &caller.groups),
-    };
-    if allowed {
-        return Ok(());
+/// Requires the caller to read `namespace` (or everything when `None`):
+/// an auditor or an approver there.
+async fn require_auditor(
+    s: &AppState,
+    caller: &Caller,
+    namespace: Option<&str>,
+) -> Result<(), ApiError> {
+    for role in [Role::Auditor, Role::Approver] {
+        if s.authorizer.allows(caller, role, namespace).await? {
+            return Ok(());
+        }
     }
     Err(ApiError::forbidden(match namespace {
         Some(ns) => format!(
-            "{} is neither an auditor nor an approver for namespace {ns}",
+            "{} is neither an auditor nor an approver for namespace {ns}: auditors are listed in rollgate's config \
+             (roles.auditors) or hold RBAC verb \"get\" on resource \"audit\" of API group rollgate.io there",
             caller.username
         ),
         None => format!(
-            "{} may not read every namespace: name one with ?namespace=, or ask for the auditor role (roles.auditors)",
+            "{} may not read every namespace: name one with ?namespace=, or ask for the auditor role in every \
+             namespace (roles.auditors \"*\", or a ClusterRoleBinding for \"get\" on audit.rollgate.io)",
             caller.username
         ),
     }))
@@ -223,17 +228,44 @@ async fn list_grants(
     caller: Caller,
     ApiQuery(filter): ApiQuery<GrantFilter>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_auditor(&s, &caller, filter.namespace.as_deref())?;
-    let mut grants = s
+    require_auditor(&s, &caller, filter.namespace.as_deref()).await?;
+    let grants = s
         .stores
         .grants
         .list_grants(&filter, jiff::Timestamp::now().as_second())
         .await?;
-    for g in &mut grants {
-        // Never hand out tokens here: they are bearer credentials.
-        g.token.clear();
+    Ok(Json(Items {
+        items: grants.into_iter().map(GrantView::from).collect(),
+    }))
+}
+
+/// A live grant as `GET /v1/grants` shows it: never its token (a bearer
+/// credential), and times in RFC 3339 like everywhere else in the API.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GrantView {
+    jti: String,
+    user: String,
+    namespace: String,
+    application: String,
+    ticket_id: String,
+    ticket_number: String,
+    expires_at: jiff::Timestamp,
+}
+
+impl From<StoredGrant> for GrantView {
+    fn from(g: StoredGrant) -> Self {
+        Self {
+            expires_at: jiff::Timestamp::from_second(g.expires_at)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            jti: g.jti,
+            user: g.user,
+            namespace: g.namespace,
+            application: g.application,
+            ticket_id: g.ticket_id,
+            ticket_number: g.ticket_number,
+        }
     }
-    Ok(Json(Items::<StoredGrant> { items: grants }))
 }
 
 async fn revoke_grant(
@@ -254,8 +286,9 @@ async fn revoke_grant(
             ))
         })?;
     if !s
-        .roles
-        .is_approver(&grant.namespace, &caller.username, &caller.groups)
+        .authorizer
+        .allows(&caller, Role::Approver, Some(&grant.namespace))
+        .await?
     {
         return Err(ApiError::forbidden(format!(
             "{} is not an approver for namespace {}, so may not revoke its grants",
@@ -296,7 +329,7 @@ async fn list_audit(
     caller: Caller,
     ApiQuery(filter): ApiQuery<AuditFilter>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_auditor(&s, &caller, filter.namespace.as_deref())?;
+    require_auditor(&s, &caller, filter.namespace.as_deref()).await?;
     if filter.limit.is_some_and(|l| l == 0 || l > MAX_PAGE) {
         return Err(ApiError::bad_request(format!(
             "limit must be between 1 and {MAX_PAGE}"
@@ -324,7 +357,7 @@ async fn show_audit(
             "audit record {id} does not exist: list records with GET /v1/audit"
         ))
     })?;
-    require_auditor(&s, &caller, record.namespace.as_deref())?;
+    require_auditor(&s, &caller, record.namespace.as_deref()).await?;
     let rollout = match &record.operation_id {
         Some(op) if record.event == Some(AuditEvent::Admission) => {
             let filter = AuditFilter {
@@ -353,7 +386,7 @@ async fn verify_audit(
     State(s): State<AppState>,
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_auditor(&s, &caller, None)?;
+    require_auditor(&s, &caller, None).await?;
     Ok(Json(s.stores.audit.verify().await?))
 }
 
@@ -492,8 +525,7 @@ mod tests {
             ticket_id: "42".into(),
             ticket_number: "RG-000042".into(),
             expires_at: 1_800_007_200,
-            // Cleared as `list_grants` does: the schema has no token.
-            token: String::new(),
+            token: "eyJ.secret".into(),
         };
         let token = GrantToken {
             token: "eyJ...".into(),
@@ -514,7 +546,7 @@ mod tests {
         let rows: [(&str, BTreeSet<String>); 6] = [
             ("Ticket", keys(&ticket)),
             ("TicketEntry", keys(&ticket.entry)),
-            ("StoredGrant", keys(&grant)),
+            ("StoredGrant", keys(GrantView::from(grant))),
             ("GrantToken", keys(&token)),
             ("VerifyReport", keys(&report)),
             ("AuditPage", keys(&page)),

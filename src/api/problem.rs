@@ -113,6 +113,7 @@ impl From<tickets::Error> for ApiError {
             }
             E::Store(ref cause) => Self::unavailable("store", cause),
             E::Sign(ref cause) => Self::unavailable("grant signer", cause),
+            E::Auth(cause) => cause.into(),
         }
     }
 }

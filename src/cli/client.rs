@@ -375,11 +375,7 @@ pub async fn grant(cmd: GrantCommand) -> Result<(), Error> {
                                     text_of(&g["namespace"]),
                                     text_of(&g["application"])
                                 ),
-                                jiff::Timestamp::from_second(
-                                    g["expiresAt"].as_i64().unwrap_or_default(),
-                                )
-                                .map(|t| t.to_string())
-                                .unwrap_or_default(),
+                                text_of(&g["expiresAt"]),
                             ]
                         })
                         .collect();

@@ -45,8 +45,17 @@ pub enum GrantRejection {
     WrongApplication(String),
     #[error("the grant was revoked or is no longer stored")]
     Revoked,
-    #[error("the grant allows only a {0}")]
+    /// The grant's ticket allows only this action (`restart` or `image`).
+    #[error("the grant's ticket allows only {}", action_phrase(.0))]
     ActionNotAllowed(String),
+}
+
+fn action_phrase(action: &str) -> String {
+    match action {
+        "restart" => "a restart".into(),
+        "image" => "an image change".into(),
+        other => format!("{other} changes"),
+    }
 }
 
 /// What the grant must match: the request's user, namespace and application.
@@ -117,10 +126,7 @@ impl GrantVerifier {
             return Err(GrantRejection::WrongApplication(claims.app));
         }
         if !(claims.action == "any" || claims.action == expected.action) {
-            return Err(GrantRejection::ActionNotAllowed(format!(
-                "{} change",
-                claims.action
-            )));
+            return Err(GrantRejection::ActionNotAllowed(claims.action));
         }
         Ok(claims)
     }

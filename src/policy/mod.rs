@@ -222,10 +222,15 @@ pub fn classify(
 /// The application a workload belongs to: its `app.kubernetes.io/name` label,
 /// else its `app` label, else its name.
 pub fn application_name(obj: &DynamicObject) -> String {
-    let labels = obj.metadata.labels.as_ref();
-    labels
-        .and_then(|l| l.get("app.kubernetes.io/name").or_else(|| l.get("app")))
-        .filter(|v| !v.is_empty())
+    let label = |key: &str| {
+        obj.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .filter(|v| !v.is_empty())
+    };
+    label("app.kubernetes.io/name")
+        .or_else(|| label("app"))
         .cloned()
         .or_else(|| obj.metadata.name.clone())
         .unwrap_or_default()

@@ -727,7 +727,12 @@ fn exempt_users_and_groups_pass_as_exempt() {
 
 #[test]
 fn application_is_name_label_else_app_label_else_workload_name() {
-    let rows: [(&str, Value, &str); 4] = [
+    let rows: [(&str, Value, &str); 5] = [
+        (
+            "an empty app.kubernetes.io/name falls back to app",
+            json!({"app.kubernetes.io/name": "", "app": "legacy-checkout"}),
+            "legacy-checkout",
+        ),
         (
             "app.kubernetes.io/name wins over app",
             json!({"app.kubernetes.io/name": "checkout", "app": "legacy-checkout"}),

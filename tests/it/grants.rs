@@ -231,7 +231,7 @@ async fn restart_grant_does_not_allow_an_image_change() {
     );
 
     assert!(
-        message.contains("the grant allows only a restart change"),
+        message.contains("the grant's ticket allows only a restart"),
         "{message}"
     );
     assert!(message.contains("--action image"), "{message}");
