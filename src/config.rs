@@ -63,14 +63,19 @@ pub enum FailureMode {
 pub enum StoreConfig {
     /// The embedded SQLite database at this path.
     Sqlite(PathBuf),
-    /// A Redis URL (`redis://` or `rediss://`); served by the Redis backend.
+    /// A Redis URL (`redis://`, `rediss://` or `redis+unix://`); served by
+    /// the Redis backend.
     Redis(String),
 }
 
 impl StoreConfig {
-    /// Parses `sqlite:///path`, a bare path, or a `redis://`/`rediss://` URL.
+    /// Parses `sqlite:///path`, a bare path, or a `redis://`, `rediss://` or
+    /// `redis+unix:///socket` URL.
     pub fn parse(value: &str) -> Result<Self, Error> {
-        if value.starts_with("redis://") || value.starts_with("rediss://") {
+        if ["redis://", "rediss://", "redis+unix://"]
+            .iter()
+            .any(|scheme| value.starts_with(scheme))
+        {
             Ok(Self::Redis(value.to_owned()))
         } else if let Some(path) = value.strip_prefix("sqlite://") {
             if path.is_empty() {
@@ -81,7 +86,7 @@ impl StoreConfig {
             Err(invalid(
                 "store",
                 format!(
-                    "unsupported scheme in {value:?}: use sqlite://PATH, redis:// or rediss://"
+                    "unsupported scheme in {value:?}: use sqlite://PATH, redis://, rediss:// or redis+unix://"
                 ),
             ))
         } else {
@@ -89,17 +94,24 @@ impl StoreConfig {
         }
     }
 
-    /// A description safe to log: a Redis URL loses its password.
+    /// A description safe to log: a Redis URL loses its credentials (the
+    /// user info of `redis://`, the query of `redis+unix://…?pass=`).
     pub fn redacted(&self) -> String {
         match self {
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
-            Self::Redis(url) => match url.split_once('@') {
-                Some((scheme_user, host)) => {
-                    let scheme = scheme_user.split("://").next().unwrap_or("redis");
-                    format!("{scheme}://***@{host}")
+            Self::Redis(url) => {
+                let url = match url.split_once('?') {
+                    Some((base, _)) => format!("{base}?***"),
+                    None => url.clone(),
+                };
+                match url.split_once('@') {
+                    Some((scheme_user, host)) => {
+                        let scheme = scheme_user.split("://").next().unwrap_or("redis");
+                        format!("{scheme}://***@{host}")
+                    }
+                    None => url,
                 }
-                None => url.clone(),
-            },
+            }
         }
     }
 }
@@ -200,6 +212,9 @@ pub struct Config {
     /// Extra PEM public keys accepted when verifying grants (key rotation).
     pub verification_keys: Vec<PathBuf>,
     pub store: StoreConfig,
+    /// File holding the Redis password (a mounted Secret), re-read when it
+    /// changes; never logged.
+    pub redis_password_file: Option<PathBuf>,
     /// Time budget of one store round trip on the webhook path.
     pub store_timeout: Duration,
     pub policy: Policy,
@@ -230,6 +245,7 @@ struct FileConfig {
     #[serde(default)]
     verification_key_files: Vec<PathBuf>,
     store: Option<String>,
+    redis_password_file: Option<PathBuf>,
     store_timeout: Option<String>,
     policy: Option<FilePolicy>,
     grants: Option<FileGrants>,
@@ -489,6 +505,10 @@ impl Config {
             signing_key,
             verification_keys: file.verification_key_files,
             store,
+            redis_password_file: args
+                .redis_password_file
+                .clone()
+                .or(file.redis_password_file),
             store_timeout,
             policy,
             grants,
@@ -683,7 +703,29 @@ mod tests {
 
     #[test]
     fn redis_password_is_redacted() {
-        let store = StoreConfig::parse("redis://:hunter2@redis:6379/0").unwrap();
-        assert!(!store.redacted().contains("hunter2"));
+        for url in [
+            "redis://:hunter2@redis:6379/0",
+            "rediss://rollgate:hunter2@redis:6380",
+            "redis+unix:///run/redis.sock?db=0&pass=hunter2",
+        ] {
+            let store = StoreConfig::parse(url).unwrap();
+            assert!(!store.redacted().contains("hunter2"), "{url}");
+        }
+    }
+
+    #[test]
+    fn redis_password_file_comes_from_flag_or_file() {
+        let yaml = "store: redis://redis:6379\nredisPasswordFile: /etc/rollgate/redis/file\n";
+        let config = Config::from_yaml(yaml, &args(&["--dev"])).unwrap();
+        assert_eq!(
+            config.redis_password_file,
+            Some(PathBuf::from("/etc/rollgate/redis/file"))
+        );
+        let config = Config::from_yaml(
+            yaml,
+            &args(&["--dev", "--redis-password-file", "/run/flag"]),
+        )
+        .unwrap();
+        assert_eq!(config.redis_password_file, Some(PathBuf::from("/run/flag")));
     }
 }

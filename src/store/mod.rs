@@ -1,9 +1,10 @@
 //! Storage backends behind the small traits of their concepts:
 //! [`TicketStore`](crate::tickets::TicketStore), [`GrantStore`](crate::grants::GrantStore)
 //! and [`AuditLog`](crate::audit::AuditLog). [`sqlite`] is the embedded
-//! default (`serve --dev` needs nothing else); Redis is the production store
-//! shared by all replicas (issue #4).
+//! default (`serve --dev` needs nothing else); [`redis`] is the production
+//! store shared by all replicas (issue #4).
 
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use crate::audit::AuditLog;
 use crate::config::StoreConfig;
 use crate::grants::GrantStore;
 use crate::tickets::TicketStore;
+
+pub use self::redis::RedisOptions;
 
 /// A store operation failed. The webhook turns these into fail-closed
 /// denials; the API into 503s.
@@ -25,8 +28,18 @@ pub enum Error {
     Timeout(std::time::Duration),
     #[error("the store worker stopped")]
     WorkerGone,
-    #[error("store backend {0} is not available in this build yet")]
-    Unsupported(String),
+    #[error("redis error")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("cannot read the redis password file {path}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("redis did not confirm the write durable (AOF fsync) within {0:?}")]
+    NotDurable(std::time::Duration),
+    #[error("the audit chain kept moving under concurrent appends: gave up after {0} attempts")]
+    ChainContention(u32),
     #[error("cannot create the store directory {path}")]
     Dir {
         path: std::path::PathBuf,
@@ -43,8 +56,13 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
 }
 
-/// Opens the backend `config` names.
+/// Opens the backend `config` names, Redis with default [`RedisOptions`].
 pub async fn open(config: &StoreConfig) -> Result<Stores, Error> {
+    open_with(config, &RedisOptions::default()).await
+}
+
+/// Opens the backend `config` names; `redis` applies to a Redis backend only.
+pub async fn open_with(config: &StoreConfig, redis: &RedisOptions) -> Result<Stores, Error> {
     match config {
         StoreConfig::Sqlite(path) => {
             let store = Arc::new(sqlite::SqliteStore::open(path).await?);
@@ -54,6 +72,13 @@ pub async fn open(config: &StoreConfig) -> Result<Stores, Error> {
                 audit: store,
             })
         }
-        StoreConfig::Redis(_) => Err(Error::Unsupported(config.redacted())),
+        StoreConfig::Redis(url) => {
+            let store = Arc::new(self::redis::RedisStore::open(url, redis).await?);
+            Ok(Stores {
+                tickets: store.clone(),
+                grants: store.clone(),
+                audit: store,
+            })
+        }
     }
 }

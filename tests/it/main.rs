@@ -8,5 +8,6 @@ mod grants;
 mod limits;
 mod persistence;
 mod shutdown;
+mod store_contract;
 mod tickets;
 mod webhook;

@@ -1,0 +1,188 @@
+//! The Lua scripts of the Redis store. Each runs atomically on the server, so
+//! a check and the write it guards (a ticket's status, the audit head) cannot
+//! be split by another replica. Every key a script names is under the
+//! `{rollgate}` hash tag, so in a Cluster they all live in one slot; scripts
+//! that build keys from a prefix (grant and ticket bodies) rely on that.
+//!
+//! Scripts are sent by SHA (`EVALSHA`); the store loads them again when a
+//! restarted server answers `NOSCRIPT`.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Stores a new ticket and indexes it.
+/// KEYS: ticket hash, all-tickets index, status index.
+/// ARGV: id, status, body.
+pub static CREATE_TICKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'body', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+return 1
+",
+    )
+});
+
+/// Compare-and-set of a ticket on its status: 1 when replaced, 0 when the
+/// stored status was not the expected one (or the ticket does not exist).
+/// KEYS: ticket hash, index of the expected status, index of the new status.
+/// ARGV: expected status, new status, body, id.
+pub static UPDATE_TICKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'body', ARGV[3])
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[4])
+return 1
+",
+    )
+});
+
+/// One page of a ticket index, newest first: `{last id scanned or '', body, …}`.
+/// KEYS: the index. ARGV: exclusive upper bound (`(42`) or `+inf`, page size,
+/// ticket key prefix.
+pub static TICKET_PAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, ARGV[2])
+local out = {ids[#ids] or ''}
+for _, id in ipairs(ids) do
+  local body = redis.call('HGET', ARGV[3] .. id, 'body')
+  if body then out[#out + 1] = body end
+end
+return out
+",
+    )
+});
+
+/// Stores a grant expiring at its `expires_at` and adds it to its indexes,
+/// dropping their expired members; each index key expires with its
+/// latest-expiring member.
+/// KEYS: grant body, then the indexes (subject, namespace, user, all).
+/// ARGV: jti, expires_at (Unix seconds), body, now (Unix seconds).
+pub static PUT_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[3], 'EXAT', ARGV[2])
+for i = 2, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4])
+  redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
+  local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+  redis.call('EXPIREAT', KEYS[i], top[2])
+end
+return 1
+",
+    )
+});
+
+/// The body of the live grant expiring last in a subject index, or nil: the
+/// webhook's one round trip.
+/// KEYS: the (namespace, application, user) index. ARGV: now, grant key prefix.
+pub static FIND_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'LIMIT', 0, 8)
+for _, jti in ipairs(jtis) do
+  local body = redis.call('GET', ARGV[2] .. jti)
+  if body then return body end
+end
+return false
+",
+    )
+});
+
+/// Bodies of the live grants of an index, latest-expiring first.
+/// KEYS: the index. ARGV: now, grant key prefix.
+pub static LIST_GRANTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1])
+local out = {}
+for _, jti in ipairs(jtis) do
+  local body = redis.call('GET', ARGV[2] .. jti)
+  if body then out[#out + 1] = body end
+end
+return out
+",
+    )
+});
+
+/// Removes a grant and its index entries at once; 1 when the body existed.
+/// KEYS: grant body, then its indexes. ARGV: jti.
+pub static REVOKE_GRANT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local existed = redis.call('DEL', KEYS[1])
+for i = 2, #KEYS do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+end
+return existed
+",
+    )
+});
+
+/// Compare-and-append to the audit stream. Appends entry `<seq>-0` only if
+/// the stream's last entry is `<seq - 1>` with hash `prevHash`, and answers
+/// `{1, seq, hash}`; otherwise appends nothing and answers `{0, head seq,
+/// head hash}` so the client relinks its record and tries again.
+///
+/// Fairness: the first replica refused claims the next turn for 100 ms (the
+/// turn key), during which only it may append; it knows the head from the
+/// refusal, so its retry succeeds, and a replica appending in a tight loop
+/// cannot starve the others.
+/// KEYS: the stream, the turn key, then optionally the record's operation index.
+/// ARGV: seq, prevHash, genesis hash, record hash, record JSON, replica id.
+pub static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seq, head = 0, ARGV[3]
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'hash' then head = fields[i + 1] end
+  end
+end
+local turn = redis.call('GET', KEYS[2])
+local linked = string.format('%d', seq + 1) == ARGV[1] and head == ARGV[2]
+if not linked or (turn and turn ~= ARGV[6]) then
+  if not turn then
+    redis.call('SET', KEYS[2], ARGV[6], 'PX', 100)
+  end
+  return {0, string.format('%d', seq), head}
+end
+redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'hash', ARGV[4], 'record', ARGV[5])
+if KEYS[3] then
+  redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+end
+if turn then
+  redis.call('DEL', KEYS[2])
+end
+return {1, ARGV[1], ARGV[4]}
+",
+    )
+});
+
+/// Records of one operation, newest first: `{members scanned, last seq
+/// scanned or '', entries}` with entries shaped as `XRANGE` answers them.
+/// KEYS: the stream, the operation index. ARGV: exclusive upper bound
+/// (`(42`) or `+inf`, page size.
+pub static AUDIT_BY_OPERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seqs = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[1], '-inf', 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, s in ipairs(seqs) do
+  local e = redis.call('XRANGE', KEYS[1], s .. '-0', s .. '-0')
+  if #e > 0 then out[#out + 1] = e[1] end
+end
+return {#seqs, seqs[#seqs] or '', out}
+",
+    )
+});
