@@ -82,7 +82,7 @@ fn pure_path(iterations: usize) {
         };
         let decision = rollgate::admission::decide(
             &change,
-            Ok(Some(grant.clone())),
+            Ok(vec![grant.clone()]),
             &verifier,
             policy.failure_mode,
             now,

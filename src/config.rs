@@ -224,8 +224,6 @@ pub struct Config {
     pub users_file: Option<PathBuf>,
     /// Base URL of the ticket API, as users should reach it; printed in denials.
     pub public_api_url: String,
-    /// rollgate's own username in the cluster (redeploy API patches).
-    pub service_account_username: String,
     pub kubeconfig: Option<PathBuf>,
     /// How long a PENDING ticket waits for a decision before it expires.
     pub pending_ticket_ttl: Duration,
@@ -419,6 +417,10 @@ impl Config {
                 .failure_mode
                 .or(file_policy.failure_mode)
                 .unwrap_or_default(),
+            rollgate_username: file
+                .service_account_username
+                .clone()
+                .unwrap_or_else(|| crate::policy::DEFAULT_ROLLGATE_USERNAME.into()),
         };
 
         let file_grants = file.grants.unwrap_or_default();
@@ -515,9 +517,6 @@ impl Config {
             roles,
             users_file,
             public_api_url,
-            service_account_username: file
-                .service_account_username
-                .unwrap_or_else(|| "system:serviceaccount:rollgate:rollgate".into()),
             kubeconfig: args.kubeconfig.clone(),
             pending_ticket_ttl,
             tls_reload_interval,

@@ -18,6 +18,7 @@ pub mod dev;
 pub mod grants;
 pub mod metrics;
 pub mod policy;
+pub mod redeploy;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -160,6 +160,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         desk,
         store_timeout: config.store_timeout,
         public_api_url: config.public_api_url.clone().into(),
+        kube: kube.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         store_health: Arc::default(),
     };

@@ -28,6 +28,8 @@ pub struct AppState {
     pub store_timeout: Duration,
     /// Base URL of the ticket API, printed in denials.
     pub public_api_url: Arc<str>,
+    /// The cluster, when one is configured (redeploy API).
+    pub kube: Option<kube::Client>,
     /// Set once certificates and listeners are up.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// The store's health as last seen: `None` when fine, else why not.

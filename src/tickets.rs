@@ -420,11 +420,25 @@ impl TicketDesk {
             .ok_or_else(|| Error::NotFound(id.to_owned()))
     }
 
-    async fn is_approver(&self, caller: &Caller, namespace: &str) -> Result<bool, Error> {
-        Ok(self
+    /// Ticket `id` if `caller` may decide it now: a valid comment, an
+    /// approver for its namespace, not its requester, still pending.
+    async fn ticket_to_decide(
+        &self,
+        caller: &Caller,
+        id: &str,
+        comment: Option<&str>,
+    ) -> Result<Ticket, Error> {
+        if let Some(c) = comment {
+            validate_text("comment", c, false)?;
+        }
+        let ticket = self.current(id).await?;
+        let is_approver = self
             .authorizer
-            .allows(caller, Role::Approver, Some(namespace))
-            .await?)
+            .allows(caller, Role::Approver, Some(&ticket.namespace))
+            .await?;
+        ticket.check_decider(caller, is_approver)?;
+        ticket.ensure_pending()?;
+        Ok(ticket)
     }
 
     /// Ticket `id`, expired first if it waited too long, so nobody decides a stale ticket.
@@ -485,12 +499,9 @@ impl TicketDesk {
         id: &str,
         comment: Option<String>,
     ) -> Result<Ticket, Error> {
-        if let Some(c) = &comment {
-            validate_text("comment", c, false)?;
-        }
-        let ticket = self.current(id).await?;
-        ticket.check_decider(caller, self.is_approver(caller, &ticket.namespace).await?)?;
-        ticket.ensure_pending()?;
+        let ticket = self
+            .ticket_to_decide(caller, id, comment.as_deref())
+            .await?;
 
         let now = Timestamp::now();
         let claims = self.issuer.claims(
@@ -572,11 +583,9 @@ impl TicketDesk {
         id: &str,
         comment: Option<String>,
     ) -> Result<Ticket, Error> {
-        if let Some(c) = &comment {
-            validate_text("comment", c, false)?;
-        }
-        let ticket = self.current(id).await?;
-        ticket.check_decider(caller, self.is_approver(caller, &ticket.namespace).await?)?;
+        let ticket = self
+            .ticket_to_decide(caller, id, comment.as_deref())
+            .await?;
         let rejected = ticket.reject(&caller.username, comment, Timestamp::now())?;
         self.decide(rejected, AuditEvent::TicketRejected, caller)
             .await

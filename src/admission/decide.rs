@@ -34,6 +34,8 @@ pub enum Decision {
     Allowed {
         ticket_number: String,
         jti: String,
+        /// The grant's user: the requester, or the user rollgate's redeploy acted for.
+        user: String,
         expires_at: i64,
         remaining: i64,
     },
@@ -163,42 +165,79 @@ impl Decision {
 
 /// Decides a gated change given the result of the grant lookup.
 ///
-/// `lookup` is `Err` when the store could not answer in time. A found grant
-/// is verified completely: signature, claims, time window and that it names
-/// this user, namespace and application, so a row planted in the store
-/// without the signing key counts for nothing.
+/// `lookup` holds the live grants stored for the request's user, namespace
+/// and application (for a redeploy by rollgate itself: the one grant its
+/// patch names), or `Err` when the store could not answer in time. Each is
+/// verified completely (signature, claims, time window, user, namespace,
+/// application, action), so a row planted in the store without the signing
+/// key counts for nothing; the first that passes allows the change. A
+/// redeploy is attributed to the grant's user.
 pub fn decide(
     change: &GatedChange,
-    lookup: Result<Option<StoredGrant>, Unavailable>,
+    lookup: Result<Vec<StoredGrant>, Unavailable>,
     verifier: &GrantVerifier,
     failure_mode: FailureMode,
     now: i64,
 ) -> Decision {
-    let grant = match lookup {
+    let grants = match lookup {
         Err(unavailable) => {
             return match failure_mode {
                 FailureMode::Closed => Decision::Denied(DenyReason::Unavailable(unavailable)),
                 FailureMode::Open => Decision::AllowedFailOpen(unavailable),
             };
         }
-        Ok(None) => return Decision::Denied(DenyReason::NoGrant),
-        Ok(Some(grant)) => grant,
+        Ok(grants) => grants,
+    };
+    let mut first_rejection = None;
+    for grant in &grants {
+        match verify_one(change, grant, verifier, now) {
+            Ok(decision) => return decision,
+            Err(rejection) => {
+                first_rejection.get_or_insert(rejection);
+            }
+        }
+    }
+    match first_rejection {
+        Some(rejection) => Decision::Denied(DenyReason::Rejected(rejection)),
+        None => Decision::Denied(DenyReason::NoGrant),
+    }
+}
+
+fn verify_one(
+    change: &GatedChange,
+    grant: &StoredGrant,
+    verifier: &GrantVerifier,
+    now: i64,
+) -> Result<Decision, GrantRejection> {
+    let user = match &change.redeploy {
+        // rollgate acts for the grant's user; the grant must be the one named.
+        Some(redeploy) if redeploy.grant_jti != grant.jti => {
+            return Err(GrantRejection::NotTheNamedGrant);
+        }
+        Some(_) => grant.user.as_str(),
+        None => change.requester.username.as_str(),
     };
     let expected = Expected {
-        user: &change.requester.username,
+        user,
         namespace: &change.namespace,
         application: &change.application,
         action: change.diff.kind_or_template().action(),
     };
-    match verifier.verify(&grant.token, expected, now) {
-        Ok(claims) => Decision::Allowed {
-            ticket_number: claims.tno,
-            remaining: claims.exp - now,
-            expires_at: claims.exp,
-            jti: claims.jti,
-        },
-        Err(rejection) => Decision::Denied(DenyReason::Rejected(rejection)),
+    let claims = verifier.verify(&grant.token, expected, now)?;
+    if change
+        .redeploy
+        .as_ref()
+        .is_some_and(|r| r.grant_jti != claims.jti)
+    {
+        return Err(GrantRejection::NotTheNamedGrant);
     }
+    Ok(Decision::Allowed {
+        ticket_number: claims.tno,
+        remaining: claims.exp - now,
+        expires_at: claims.exp,
+        user: claims.sub,
+        jti: claims.jti,
+    })
 }
 
 /// `1h59m`, `12m`, `45s`.

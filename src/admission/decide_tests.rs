@@ -170,7 +170,13 @@ fn mk_unavailable() -> Unavailable {
 fn a_gated_change_without_grant_is_denied_with_the_ticket_command() {
     let keys = mk_keys();
     let change = mk_restart();
-    let decision = decide(&change, Ok(None), &keys.verifier, FailureMode::Closed, NOW);
+    let decision = decide(
+        &change,
+        Ok(vec![]),
+        &keys.verifier,
+        FailureMode::Closed,
+        NOW,
+    );
     assert_eq!(decision, Decision::Denied(DenyReason::NoGrant));
     assert!(!decision.allowed());
     assert_eq!(decision.warning(), None);
@@ -223,7 +229,13 @@ fn the_ticket_command_asks_for_the_action_the_change_needs() {
     ];
     let keys = mk_keys();
     for (row, change, action, verb) in rows {
-        let decision = decide(&change, Ok(None), &keys.verifier, FailureMode::Closed, NOW);
+        let decision = decide(
+            &change,
+            Ok(vec![]),
+            &keys.verifier,
+            FailureMode::Closed,
+            NOW,
+        );
         assert_eq!(
             decision,
             Decision::Denied(DenyReason::NoGrant),
@@ -266,7 +278,13 @@ fn the_denial_names_the_workload_kind_and_application() {
         }
     });
     let keys = mk_keys();
-    let decision = decide(&change, Ok(None), &keys.verifier, FailureMode::Closed, NOW);
+    let decision = decide(
+        &change,
+        Ok(vec![]),
+        &keys.verifier,
+        FailureMode::Closed,
+        NOW,
+    );
     let message = decision.message(&change, API_URL);
     for expected in [
         "may not restart StatefulSet production/ledger (application ledger-db)",
@@ -289,7 +307,7 @@ fn a_valid_grant_allows_with_a_warning_naming_ticket_and_time_left() {
     let grant = mk_grant(&keys.key, mk_spec());
     let decision = decide(
         &change,
-        Ok(Some(grant.clone())),
+        Ok(vec![grant.clone()]),
         &keys.verifier,
         FailureMode::Closed,
         NOW,
@@ -299,6 +317,7 @@ fn a_valid_grant_allows_with_a_warning_naming_ticket_and_time_left() {
         Decision::Allowed {
             ticket_number: "RG-000042".into(),
             jti: grant.jti.clone(),
+            user: grant.user.clone(),
             expires_at: ISSUED + TTL,
             remaining: TTL - 60,
         }
@@ -341,7 +360,7 @@ fn a_grant_allows_the_changes_its_action_covers() {
         );
         let decision = decide(
             &change,
-            Ok(Some(grant)),
+            Ok(vec![grant]),
             &keys.verifier,
             FailureMode::Closed,
             NOW,
@@ -370,7 +389,7 @@ fn the_warning_counts_down_the_grants_remaining_time() {
     for (row, now, expected) in rows {
         let decision = decide(
             &mk_restart(),
-            Ok(Some(grant.clone())),
+            Ok(vec![grant.clone()]),
             &keys.verifier,
             FailureMode::Closed,
             now,
@@ -547,7 +566,7 @@ fn a_grant_that_does_not_match_is_rejected_and_the_message_says_why() {
     for (row, change, grant, now, rejection, why) in rows {
         let decision = decide(
             &change,
-            Ok(Some(grant)),
+            Ok(vec![grant]),
             &keys.verifier,
             FailureMode::Closed,
             now,
@@ -645,7 +664,7 @@ fn an_unavailable_store_allows_with_a_warning_when_failing_open() {
 fn the_failure_mode_does_not_matter_when_the_store_answers() {
     let keys = mk_keys();
     for mode in [FailureMode::Closed, FailureMode::Open] {
-        let decision = decide(&mk_restart(), Ok(None), &keys.verifier, mode, NOW);
+        let decision = decide(&mk_restart(), Ok(vec![]), &keys.verifier, mode, NOW);
         assert_eq!(
             decision,
             Decision::Denied(DenyReason::NoGrant),
@@ -661,6 +680,7 @@ fn each_decision_has_its_audit_decision_and_metric_label() {
     let allowed = Decision::Allowed {
         ticket_number: "RG-000042".into(),
         jti: "9b1de3c4".into(),
+        user: "alice@example.com".into(),
         expires_at: ISSUED + TTL,
         remaining: TTL,
     };
@@ -744,9 +764,124 @@ fn an_application_no_ticket_can_name_gets_advice_instead_of_a_command() {
     let mut change = mk_restart();
     change.application = "Checkout_API".into();
     let keys = mk_keys();
-    let decision = decide(&change, Ok(None), &keys.verifier, FailureMode::Closed, NOW);
+    let decision = decide(
+        &change,
+        Ok(vec![]),
+        &keys.verifier,
+        FailureMode::Closed,
+        NOW,
+    );
     let message = decision.message(&change, API_URL);
     assert!(message.contains("not a DNS-1123 label"), "{message}");
     assert!(message.contains("app.kubernetes.io/name"), "{message}");
     assert!(!message.contains("rollgate ticket request"), "{message}");
+}
+
+// === rollgate's own redeploy (DESIGN.md flow step 7) ===
+
+fn mk_redeploy(jti: &str) -> GatedChange {
+    let mut change = mk_restart();
+    change.requester = crate::policy::Requester {
+        username: crate::policy::DEFAULT_ROLLGATE_USERNAME.into(),
+        groups: vec![],
+    };
+    change.redeploy = Some(crate::policy::Redeploy {
+        grant_jti: jti.into(),
+        operation_id: Some("op-1".into()),
+    });
+    change
+}
+
+#[test]
+fn rollgates_redeploy_is_allowed_through_the_named_grant_and_attributed_to_its_user() {
+    let keys = mk_keys();
+    let grant = mk_grant(&keys.key, mk_spec());
+    let change = mk_redeploy(&grant.jti);
+    let decision = decide(
+        &change,
+        Ok(vec![grant.clone()]),
+        &keys.verifier,
+        FailureMode::Closed,
+        NOW,
+    );
+    assert!(
+        matches!(&decision, Decision::Allowed { user, jti, .. } if user == USER && *jti == grant.jti),
+        "{decision:?}"
+    );
+}
+
+#[test]
+fn rollgates_redeploy_is_denied_without_its_grant_or_with_another() {
+    let keys = mk_keys();
+    let grant = mk_grant(&keys.key, mk_spec());
+    let rows: [(&str, Vec<StoredGrant>, Decision); 3] = [
+        (
+            "grant revoked (not in the store)",
+            vec![],
+            Decision::Denied(DenyReason::NoGrant),
+        ),
+        (
+            "store returned another grant",
+            vec![StoredGrant {
+                jti: "other".into(),
+                ..grant.clone()
+            }],
+            Decision::Denied(DenyReason::Rejected(GrantRejection::NotTheNamedGrant)),
+        ),
+        (
+            "grant for another application",
+            vec![mk_grant(
+                &keys.key,
+                GrantSpec {
+                    application: "ledger",
+                    ..mk_spec()
+                },
+            )],
+            Decision::Denied(DenyReason::Rejected(GrantRejection::WrongApplication(
+                "ledger".into(),
+            ))),
+        ),
+    ];
+    for (row, grants, expected) in rows {
+        // Every grant of mk_grant has the same jti, so the patch names all of them.
+        let change = mk_redeploy(&grant.jti);
+        let decision = decide(
+            &change,
+            Ok(grants),
+            &keys.verifier,
+            FailureMode::Closed,
+            NOW,
+        );
+        assert_eq!(decision, expected, "row {row:?}");
+    }
+}
+
+#[test]
+fn the_first_grant_that_covers_the_change_allows_it() {
+    let keys = mk_keys();
+    let restart_only = mk_grant(
+        &keys.key,
+        GrantSpec {
+            action: "restart",
+            ..mk_spec()
+        },
+    );
+    let image_only = mk_grant(
+        &keys.key,
+        GrantSpec {
+            action: "image",
+            ..mk_spec()
+        },
+    );
+    let decision = decide(
+        &mk_restart(),
+        Ok(vec![image_only, restart_only]),
+        &keys.verifier,
+        FailureMode::Closed,
+        NOW,
+    );
+    assert!(
+        decision.allowed(),
+        "a newer image-only grant must not hide a restart grant: {decision:?}"
+    );
 }

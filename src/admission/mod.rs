@@ -140,19 +140,33 @@ async fn review_request(
     (response, label)
 }
 
+/// The one store round trip of a gated request: the grants of the requester
+/// for this application, or for rollgate's own redeploy the grant it names.
 async fn lookup_grant(
     state: &AppState,
     change: &GatedChange,
-) -> Result<Option<crate::grants::StoredGrant>, Unavailable> {
+) -> Result<Vec<crate::grants::StoredGrant>, Unavailable> {
     let now = jiff::Timestamp::now().as_second();
-    let lookup = state.stores.grants.find_grant(
-        &change.requester.username,
-        &change.namespace,
-        &change.application,
-        now,
-    );
+    let grants = &state.stores.grants;
+    let lookup = async {
+        match &change.redeploy {
+            Some(redeploy) => grants
+                .grant_by_jti(&redeploy.grant_jti, now)
+                .await
+                .map(|g| g.into_iter().collect()),
+            None => grants
+                .find_grant(
+                    &change.requester.username,
+                    &change.namespace,
+                    &change.application,
+                    now,
+                )
+                .await
+                .map(|g| g.into_iter().collect()),
+        }
+    };
     match tokio::time::timeout(state.store_timeout, lookup).await {
-        Ok(Ok(grant)) => Ok(grant),
+        Ok(Ok(grants)) => Ok(grants),
         Ok(Err(e)) => Err(Unavailable {
             what: "grant store",
             detail: error_chain(&e),
@@ -188,13 +202,28 @@ async fn record(
     }
     r.grant_jti = decision.grant_jti().map(str::to_owned);
     if decision.allowed() {
-        r.operation_id = Some(crate::random_id());
+        // A redeploy's operation id was chosen by the API (and returned to the user).
+        let from_api = change
+            .redeploy
+            .as_ref()
+            .and_then(|d| d.operation_id.clone());
+        r.operation_id = Some(from_api.unwrap_or_else(crate::random_id));
         r.rollout_status = Some(crate::audit::RolloutStatus::Started);
         r.operation_start_time = Some(r.timestamp.clone());
     }
-    if let Decision::Allowed { ticket_number, .. } = decision {
+    if let Decision::Allowed {
+        ticket_number,
+        user,
+        ..
+    } = decision
+    {
         r.ticket_number = Some(ticket_number.clone());
         r.ticket_id = crate::tickets::ticket_id_of(ticket_number);
+        if change.redeploy.is_some() {
+            // rollgate's own patch: attributed to the grant's user, rollgate as the actor.
+            r.actor = Some(change.requester.username.clone());
+            r.username = Some(user.clone());
+        }
     }
     match tokio::time::timeout(state.store_timeout, state.stores.audit.append(r)).await {
         Ok(Ok(_)) => Ok(()),

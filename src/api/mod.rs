@@ -21,6 +21,7 @@ pub use problem::{ApiError, ApiJson, ApiQuery, OptionalJson};
 use crate::audit::{AuditEvent, AuditFilter, AuditRecord, MAX_PAGE};
 use crate::auth::{Caller, Role};
 use crate::grants::{GrantFilter, StoredGrant};
+use crate::policy::WorkloadKind;
 use crate::state::AppState;
 use crate::tickets::{NewTicket, TicketFilter};
 
@@ -100,7 +101,7 @@ struct DecisionBody {
     comment: Option<String>,
 }
 
-/// Body of revoke and redeploy.
+/// Body of revoke.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReasonBody {
@@ -310,18 +311,92 @@ async fn revoke_grant(
     Ok(Json(json!({"jti": jti, "revoked": true})))
 }
 
+/// Body of redeploy: which workload, when the application has several.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeployBody {
+    reason: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+}
+
+/// Restarts an application as rollgate, authorised by the grant sent as the
+/// Bearer token (DESIGN.md flow step 7).
 async fn redeploy(
-    _caller: Caller,
+    State(s): State<AppState>,
     Path((namespace, application)): Path<(String, String)>,
-) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service Unavailable",
-        format!(
-            "no cluster configured: rollgate cannot redeploy {namespace}/{application} itself; \
-             run `kubectl rollout restart` with your grant instead, or start rollgate with --kubeconfig"
-        ),
-    )
+    headers: http::HeaderMap,
+    OptionalJson(body): OptionalJson<RedeployBody>,
+) -> Result<Response, ApiError> {
+    let token = crate::auth::bearer(&headers)?;
+    let now = jiff::Timestamp::now().as_second();
+    let claims = s.verifier.verify_token(token, now).map_err(|rejection| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!("the bearer token is not a valid grant ({rejection}): send the token `rollgate ticket grant ID` prints"),
+        )
+    })?;
+    if claims.ns != namespace || claims.app != application {
+        return Err(ApiError::forbidden(format!(
+            "this grant is for {}/{}, not {namespace}/{application}",
+            claims.ns, claims.app
+        )));
+    }
+    if claims.action == "image" {
+        return Err(ApiError::forbidden(
+            "this grant's ticket allows only an image change, and a redeploy is a restart: request a ticket with --action restart",
+        ));
+    }
+    if s.stores
+        .grants
+        .grant_by_jti(&claims.jti, now)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::forbidden(format!(
+            "grant {} was revoked or has expired: request a new ticket",
+            claims.jti
+        )));
+    }
+    let Some(client) = &s.kube else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable",
+            format!(
+                "no cluster configured: rollgate cannot redeploy {namespace}/{application} itself; \
+                 run `kubectl rollout restart` with your grant instead, or start rollgate with --kubeconfig"
+            ),
+        ));
+    };
+    let kind = match body.kind.as_deref() {
+        None => None,
+        Some(k) => Some(WorkloadKind::from_kind(k).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "kind {k:?} is not one of Deployment, StatefulSet, DaemonSet"
+            ))
+        })?),
+    };
+    let selector = crate::redeploy::Selector {
+        kind,
+        name: body.name,
+    };
+    let found = crate::redeploy::find(client, &namespace, &application).await?;
+    let workload = crate::redeploy::choose(&namespace, &application, found, &selector)?;
+    let operation_id = crate::random_id();
+    crate::redeploy::restart(client, &namespace, &workload, &claims.jti, &operation_id).await?;
+    tracing::info!(
+        namespace = %namespace, application = %application, user = %claims.sub, ticket = %claims.tno,
+        kind = %workload.kind, name = %workload.name, operation = %operation_id, reason = ?body.reason,
+        "redeploy started"
+    );
+    let answer = json!({
+        "operationId": operation_id,
+        "kind": workload.kind,
+        "name": workload.name,
+        "ticketNumber": claims.tno,
+    });
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 async fn list_audit(
@@ -569,6 +644,7 @@ mod tests {
         record.request_uid = Some("uid".into());
         record.username = Some("alice".into());
         record.groups = vec!["devs".into()];
+        record.actor = Some("system:serviceaccount:rollgate:rollgate".into());
         record.namespace = Some("production".into());
         record.application_name = Some("checkout-api".into());
         record.kind = Some(crate::policy::WorkloadKind::Deployment);

@@ -118,6 +118,18 @@ impl From<tickets::Error> for ApiError {
     }
 }
 
+impl From<crate::redeploy::Error> for ApiError {
+    fn from(e: crate::redeploy::Error) -> Self {
+        use crate::redeploy::Error as E;
+        match e {
+            E::NotFound { .. } => Self::not_found(e.to_string()),
+            E::Ambiguous { .. } => Self::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
+            E::Refused(_) => Self::forbidden(e.to_string()),
+            E::Kube(ref cause) => Self::unavailable("Kubernetes API", cause),
+        }
+    }
+}
+
 impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> Self {
         Self::unavailable("store", &e)

@@ -159,9 +159,8 @@ pub fn demo_users() -> DevUsersFile {
 }
 
 /// Reads the bearer token from the `Authorization` header.
-pub fn bearer(parts: &Parts) -> Result<&str, Error> {
-    let header = parts
-        .headers
+pub fn bearer(headers: &http::HeaderMap) -> Result<&str, Error> {
+    let header = headers
         .get(http::header::AUTHORIZATION)
         .ok_or(Error::MissingToken)?;
     let value = header.to_str().map_err(|_| Error::InvalidToken)?;
@@ -184,7 +183,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
+        let token = bearer(&parts.headers)?;
         Ok(state.authenticator.authenticate(token).await?)
     }
 }

@@ -45,6 +45,8 @@ pub enum GrantRejection {
     WrongApplication(String),
     #[error("the grant was revoked or is no longer stored")]
     Revoked,
+    #[error("the grant is not the one rollgate's redeploy named")]
+    NotTheNamedGrant,
     /// The grant's ticket allows only this action (`restart` or `image`).
     #[error("the grant's ticket allows only {}", action_phrase(.0))]
     ActionNotAllowed(String),

@@ -25,6 +25,11 @@ pub const PROTECTED_LABEL: &str = "rollgate.io/protected";
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// Pod-template annotation naming the grant of a redeploy rollgate performed itself.
 pub const GRANT_ANNOTATION: &str = "rollgate.io/grant";
+/// Pod-template annotation carrying the operation id of such a redeploy.
+pub const OPERATION_ANNOTATION: &str = "rollgate.io/operation";
+
+/// rollgate's service account when the config does not name another.
+pub const DEFAULT_ROLLGATE_USERNAME: &str = "system:serviceaccount:rollgate:rollgate";
 
 /// The workload kinds rollgate can gate (apps/v1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,6 +89,9 @@ pub struct Policy {
     /// Gate every pod-template change, not only restarts and image changes.
     pub gate_any_template_change: bool,
     pub failure_mode: FailureMode,
+    /// rollgate's own username in the cluster: its redeploy patches are
+    /// admitted only through the grant they name (DESIGN.md flow step 7).
+    pub rollgate_username: String,
 }
 
 impl Default for Policy {
@@ -96,6 +104,7 @@ impl Default for Policy {
             exempt_groups: BTreeSet::new(),
             gate_any_template_change: false,
             failure_mode: FailureMode::Closed,
+            rollgate_username: DEFAULT_ROLLGATE_USERNAME.into(),
         }
     }
 }
@@ -128,8 +137,19 @@ pub struct GatedChange {
     pub application: String,
     pub requester: Requester,
     pub diff: TemplateDiff,
-    /// `rollgate.io/grant` annotation on the new pod template, if any.
-    pub grant_annotation: Option<String>,
+    /// Set when rollgate itself made the change through the redeploy API:
+    /// the grant and operation its patch names. Read only for rollgate's own
+    /// username, since anyone may write annotations.
+    pub redeploy: Option<Redeploy>,
+}
+
+/// A change rollgate's redeploy API made on behalf of a grant's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeploy {
+    /// `jti` of the grant the change must be admitted through.
+    pub grant_jti: String,
+    /// Operation id the API returned to the user.
+    pub operation_id: Option<String>,
 }
 
 /// Why a request passes without a grant check.
@@ -198,7 +218,9 @@ pub fn classify(
         username: req.user_info.username.clone().unwrap_or_default(),
         groups: req.user_info.groups.clone().unwrap_or_default(),
     };
-    let exempt = policy.exempt_users.contains(&requester.username)
+    // rollgate's own patches are never exempt: they pass only through a grant.
+    let exempt = requester.username != policy.rollgate_username
+        && policy.exempt_users.contains(&requester.username)
         || requester
             .groups
             .iter()
@@ -208,7 +230,13 @@ pub fn classify(
         namespace: namespace.to_owned(),
         name: req.name.clone(),
         application: application_name(new),
-        grant_annotation: change::template_annotation(&new.data, GRANT_ANNOTATION),
+        redeploy: (requester.username == policy.rollgate_username)
+            .then(|| change::template_annotation(&new.data, GRANT_ANNOTATION))
+            .flatten()
+            .map(|grant_jti| Redeploy {
+                grant_jti,
+                operation_id: change::template_annotation(&new.data, OPERATION_ANNOTATION),
+            }),
         requester,
         diff,
     };
@@ -222,9 +250,13 @@ pub fn classify(
 /// The application a workload belongs to: its `app.kubernetes.io/name` label,
 /// else its `app` label, else its name.
 pub fn application_name(obj: &DynamicObject) -> String {
+    application_of(&obj.metadata)
+}
+
+/// [`application_name`] from a workload's metadata.
+pub fn application_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     let label = |key: &str| {
-        obj.metadata
-            .labels
+        meta.labels
             .as_ref()
             .and_then(|l| l.get(key))
             .filter(|v| !v.is_empty())
@@ -232,7 +264,7 @@ pub fn application_name(obj: &DynamicObject) -> String {
     label("app.kubernetes.io/name")
         .or_else(|| label("app"))
         .cloned()
-        .or_else(|| obj.metadata.name.clone())
+        .or_else(|| meta.name.clone())
         .unwrap_or_default()
 }
 

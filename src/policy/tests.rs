@@ -789,7 +789,7 @@ fn the_captured_restart_is_described_completely() {
                 images: vec![],
                 template_changed: true,
             },
-            grant_annotation: None,
+            redeploy: None,
         }
     );
 }
@@ -804,12 +804,48 @@ fn the_grant_annotation_of_rollgates_own_redeploy_is_read() {
         classify(&req, &mk_policy(), &no_labelled()),
         "rollgate redeploy",
     );
-    assert_eq!(change.grant_annotation.as_deref(), Some("0f9c2d7e-jti"));
+    assert_eq!(
+        change.redeploy,
+        Some(crate::policy::Redeploy {
+            grant_jti: "0f9c2d7e-jti".into(),
+            operation_id: None
+        })
+    );
     assert_eq!(
         change.requester.username,
         "system:serviceaccount:rollgate:rollgate"
     );
     assert!(change.requester.groups.is_empty());
+}
+
+#[test]
+fn a_grant_annotation_written_by_anyone_else_is_ignored() {
+    let req = mk_request(|r| {
+        set_annotation(r, "object", GRANT_ANNOTATION, Some("0f9c2d7e-jti"));
+    });
+    let change = gated_change(
+        classify(&req, &mk_policy(), &no_labelled()),
+        "alice sets the annotation",
+    );
+    assert_eq!(
+        change.redeploy, None,
+        "only rollgate's own patches name a grant"
+    );
+}
+
+#[test]
+fn rollgate_itself_is_never_exempt() {
+    let req = mk_request(|r| {
+        r["userInfo"] = json!({"username": "system:serviceaccount:rollgate:rollgate"});
+    });
+    let mut policy = mk_policy();
+    policy
+        .exempt_users
+        .insert("system:serviceaccount:rollgate:rollgate".into());
+    assert!(matches!(
+        classify(&req, &policy, &no_labelled()),
+        Gate::Gated(_)
+    ));
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod common;
 mod grants;
 mod limits;
 mod persistence;
+mod redeploy;
 mod shutdown;
 mod store_contract;
 mod tickets;
