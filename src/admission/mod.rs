@@ -154,15 +154,16 @@ async fn lookup_grant(
                 .grant_by_jti(&redeploy.grant_jti, now)
                 .await
                 .map(|g| g.into_iter().collect()),
-            None => grants
-                .find_grant(
-                    &change.requester.username,
-                    &change.namespace,
-                    &change.application,
-                    now,
-                )
-                .await
-                .map(|g| g.into_iter().collect()),
+            None => {
+                grants
+                    .find_grants(
+                        &change.requester.username,
+                        &change.namespace,
+                        &change.application,
+                        now,
+                    )
+                    .await
+            }
         }
     };
     match tokio::time::timeout(state.store_timeout, lookup).await {

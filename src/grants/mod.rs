@@ -88,15 +88,17 @@ pub struct GrantFilter {
 pub trait GrantStore: Send + Sync + 'static {
     /// Stores a grant, expiring at `grant.expires_at`.
     async fn put_grant(&self, grant: &StoredGrant) -> Result<(), crate::store::Error>;
-    /// The live grant of `user` for `namespace`/`application` expiring last,
-    /// if any (one round trip). `now` is Unix seconds.
-    async fn find_grant(
+    /// The live grants of `user` for `namespace`/`application`, latest-expiring
+    /// first (at most 8), in one round trip: the webhook's lookup. `now` is Unix
+    /// seconds. Every one is returned, so a newer grant (say, image only)
+    /// never hides an older one that covers the change.
+    async fn find_grants(
         &self,
         user: &str,
         namespace: &str,
         application: &str,
         now: i64,
-    ) -> Result<Option<StoredGrant>, crate::store::Error>;
+    ) -> Result<Vec<StoredGrant>, crate::store::Error>;
     /// The live grant with this `jti`, if any.
     async fn grant_by_jti(
         &self,

@@ -30,7 +30,7 @@
 //! expires with its latest-expiring member, so nothing outlives its grant.
 //!
 //! # Round trips
-//! - `find_grant` (the webhook's lookup): one script call.
+//! - `find_grants` (the webhook's lookup): one script call.
 //! - audit `append`: one compare-and-append script call, pipelined with
 //!   `WAITAOF`. The head it links to is cached, so a replica pays a second
 //!   round trip only when another replica appended since its last append

@@ -223,28 +223,29 @@ impl GrantStore for SqliteStore {
         .await
     }
 
-    async fn find_grant(
+    async fn find_grants(
         &self,
         user: &str,
         namespace: &str,
         application: &str,
         now: i64,
-    ) -> Result<Option<StoredGrant>, Error> {
+    ) -> Result<Vec<StoredGrant>, Error> {
         let (user, namespace, application) = (
             user.to_owned(),
             namespace.to_owned(),
             application.to_owned(),
         );
         self.with(move |c| {
-            let body: Option<String> = c
-                .query_row(
-                    "SELECT body FROM grants WHERE user = ?1 AND namespace = ?2 AND application = ?3 AND expires_at > ?4
-                     ORDER BY expires_at DESC LIMIT 1",
-                    params![user, namespace, application, now],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM grants WHERE user = ?1 AND namespace = ?2 AND application = ?3 AND expires_at > ?4
+                 ORDER BY expires_at DESC LIMIT 8",
+            )?;
+            let rows = stmt.query_map(params![user, namespace, application, now], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
         })
         .await
     }

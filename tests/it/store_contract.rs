@@ -251,7 +251,7 @@ contract!(
     tickets_get_sequential_ids_and_list_newest_first_with_each_filter,
     a_ticket_is_decided_once,
     racing_decisions_on_two_instances_have_exactly_one_winner,
-    find_grant_returns_the_latest_expiring_live_grant,
+    find_grants_returns_every_live_grant_latest_expiring_first,
     list_grants_returns_live_grants_latest_expiring_first,
     revoking_a_grant_removes_it_everywhere_at_once,
     audit_appends_are_chained_and_verify,
@@ -509,7 +509,7 @@ async fn racing_decisions_on_two_instances_have_exactly_one_winner(b: &Backend) 
 
 // === grants ===
 
-async fn find_grant_returns_the_latest_expiring_live_grant(b: &Backend) {
+async fn find_grants_returns_every_live_grant_latest_expiring_first(b: &Backend) {
     let s = b.open().await;
     let t = now();
     for g in [
@@ -527,28 +527,45 @@ async fn find_grant_returns_the_latest_expiring_live_grant(b: &Backend) {
         let grants = s.grants.clone();
         async move {
             grants
-                .find_grant(user, "production", "web", now)
+                .find_grants(user, "production", "web", now)
                 .await
                 .unwrap()
+                .into_iter()
+                .map(|g| g.jti)
+                .collect::<Vec<_>>()
         }
     };
-    let found = find(t, "alice").await.expect("alice has a live grant");
+    let found = s
+        .grants
+        .find_grants("alice", "production", "web", t)
+        .await
+        .unwrap();
     assert_eq!(
         found,
-        mk_grant("g-late", "alice", "production", "web", t + 1200)
+        vec![
+            mk_grant("g-late", "alice", "production", "web", t + 1200),
+            mk_grant("g-early", "alice", "production", "web", t + 600),
+        ],
+        "both of alice's grants, the latest-expiring first"
     );
-    assert_eq!(found.token, "token-of-g-late", "the token is kept");
+    assert_eq!(found[0].token, "token-of-g-late", "the token is kept");
     assert_eq!(
-        find(t + 900, "alice").await.map(|g| g.jti),
-        Some("g-late".into())
+        find(t + 900, "alice").await,
+        vec!["g-late"],
+        "g-early expired at its expiresAt"
     );
-    assert_eq!(find(t + 1200, "alice").await, None, "expired at expiresAt");
-    assert_eq!(
-        find(t, "carol").await,
-        None,
+    assert!(
+        find(t + 1200, "alice").await.is_empty(),
+        "expired at expiresAt"
+    );
+    assert!(
+        find(t, "carol").await.is_empty(),
         "an expired grant is not found"
     );
-    assert_eq!(find(t, "dave").await, None, "nobody else's grant is found");
+    assert!(
+        find(t, "dave").await.is_empty(),
+        "nobody else's grant is found"
+    );
 
     assert_eq!(
         s.grants
@@ -569,10 +586,13 @@ async fn find_grant_returns_the_latest_expiring_live_grant(b: &Backend) {
     let other = b.open().await;
     let seen = other
         .grants
-        .find_grant("alice", "production", "web", t)
+        .find_grants("alice", "production", "web", t)
         .await
         .unwrap();
-    assert_eq!(seen.map(|g| g.jti), Some("g-late".into()));
+    assert_eq!(
+        seen.iter().map(|g| g.jti.as_str()).collect::<Vec<_>>(),
+        vec!["g-late", "g-early"]
+    );
 }
 
 async fn list_grants_returns_live_grants_latest_expiring_first(b: &Backend) {
@@ -642,9 +662,11 @@ async fn revoking_a_grant_removes_it_everywhere_at_once(b: &Backend) {
     assert_eq!(
         replica
             .grants
-            .find_grant("alice", "production", "web", t)
+            .find_grants("alice", "production", "web", t)
             .await
             .unwrap()
+            .into_iter()
+            .next()
             .map(|g| g.jti),
         Some("drop".into())
     );
@@ -654,10 +676,14 @@ async fn revoking_a_grant_removes_it_everywhere_at_once(b: &Backend) {
     for (name, stores) in [("same instance", &s), ("replica", &replica)] {
         let found = stores
             .grants
-            .find_grant("alice", "production", "web", t)
+            .find_grants("alice", "production", "web", t)
             .await
             .unwrap();
-        assert_eq!(found.map(|g| g.jti), Some("keep".into()), "{name}: find");
+        assert_eq!(
+            found.into_iter().map(|g| g.jti).collect::<Vec<_>>(),
+            vec!["keep".to_string()],
+            "{name}: find"
+        );
         assert_eq!(
             stores.grants.grant_by_jti("drop", t).await.unwrap(),
             None,
@@ -691,10 +717,10 @@ async fn revoking_a_grant_removes_it_everywhere_at_once(b: &Backend) {
     assert!(replica.grants.revoke_grant("keep").await.unwrap());
     assert_eq!(
         s.grants
-            .find_grant("alice", "production", "web", t)
+            .find_grants("alice", "production", "web", t)
             .await
             .unwrap(),
-        None
+        vec![]
     );
 }
 
@@ -1056,7 +1082,7 @@ mod redis_faults {
         loop {
             let call = stores
                 .grants
-                .find_grant("alice", "production", "web", now());
+                .find_grants("alice", "production", "web", now());
             match tokio::time::timeout(Duration::from_secs(5), call).await {
                 Ok(Ok(_)) => return start.elapsed(),
                 _ if start.elapsed() > within => {
@@ -1073,10 +1099,11 @@ mod redis_faults {
         let t = now();
         let started = Instant::now();
         let find =
-            tokio::time::timeout(bound, s.grants.find_grant("alice", "production", "web", t)).await;
+            tokio::time::timeout(bound, s.grants.find_grants("alice", "production", "web", t))
+                .await;
         assert!(
             matches!(find, Ok(Err(_))),
-            "{what}: find_grant errs within {bound:?}: {find:?}"
+            "{what}: find_grants errs within {bound:?}: {find:?}"
         );
         let append =
             tokio::time::timeout(bound, s.audit.append(mk_record(1, Timestamp::now()))).await;
@@ -1121,10 +1148,13 @@ mod redis_faults {
         until_it_answers(&s, Duration::from_secs(10)).await;
         let found = s
             .grants
-            .find_grant("alice", "production", "web", now())
+            .find_grants("alice", "production", "web", now())
             .await
             .unwrap();
-        assert_eq!(found.map(|g| g.jti), Some("g".into()));
+        assert_eq!(
+            found.into_iter().map(|g| g.jti).collect::<Vec<_>>(),
+            vec!["g".to_string()]
+        );
         let second = s
             .audit
             .append(mk_record(2, Timestamp::now()))

@@ -55,28 +55,31 @@ impl GrantStore for RedisStore {
         Ok(())
     }
 
-    async fn find_grant(
+    async fn find_grants(
         &self,
         user: &str,
         namespace: &str,
         application: &str,
         now: i64,
-    ) -> Result<Option<StoredGrant>, Error> {
+    ) -> Result<Vec<StoredGrant>, Error> {
         let mut cmd = eval(
             &scripts::FIND_GRANT,
             &[&subject_key(user, namespace, application)],
         );
         cmd.arg(now).arg(GRANT_PREFIX);
-        let body: Option<String> = self.read(&scripts::FIND_GRANT, cmd).await?;
-        let grant = body
-            .map(|b| serde_json::from_str::<StoredGrant>(&b))
-            .transpose()?;
-        Ok(grant.filter(|g| {
-            g.expires_at > now
+        let bodies: Vec<String> = self.read(&scripts::FIND_GRANT, cmd).await?;
+        let mut grants = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let g: StoredGrant = serde_json::from_str(&body)?;
+            if g.expires_at > now
                 && g.user == user
                 && g.namespace == namespace
                 && g.application == application
-        }))
+            {
+                grants.push(g);
+            }
+        }
+        Ok(grants)
     }
 
     async fn grant_by_jti(&self, jti: &str, now: i64) -> Result<Option<StoredGrant>, Error> {

@@ -87,11 +87,12 @@ pub static FIND_GRANT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'LIMIT', 0, 8)
+local out = {}
 for _, jti in ipairs(jtis) do
   local body = redis.call('GET', ARGV[2] .. jti)
-  if body then return body end
+  if body then out[#out + 1] = body end
 end
-return false
+return out
 ",
     )
 });
