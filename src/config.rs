@@ -229,6 +229,8 @@ pub struct Config {
     pub pending_ticket_ttl: Duration,
     /// How often certificate and key files are checked for rotation.
     pub tls_reload_interval: Duration,
+    /// How often expired tickets and grants are swept (and recorded).
+    pub sweep_interval: Duration,
 }
 
 /// The YAML file's shape. Every key is optional; unknown keys are refused.
@@ -253,6 +255,7 @@ struct FileConfig {
     service_account_username: Option<String>,
     pending_ticket_ttl: Option<String>,
     tls_reload_interval: Option<String>,
+    sweep_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,6 +523,10 @@ impl Config {
             kubeconfig: args.kubeconfig.clone(),
             pending_ticket_ttl,
             tls_reload_interval,
+            sweep_interval: match file.sweep_interval.as_deref() {
+                Some(v) => parse_duration("sweepInterval", v)?,
+                None => Duration::from_secs(15),
+            },
         })
     }
 

@@ -216,7 +216,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     let mut background = vec![
         resolver.spawn_reloader(config.tls_reload_interval),
         tokio::spawn(watch_store(state.clone())),
-        tokio::spawn(expire_tickets(state.desk.clone())),
+        tokio::spawn(expire_tickets(state.desk.clone(), config.sweep_interval)),
     ];
     if let Some(client) = kube {
         background.push(tokio::spawn(crate::policy::index::watch(
@@ -359,18 +359,22 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Expires PENDING tickets nobody decided within `pendingTicketTtl`.
-async fn expire_tickets(desk: TicketDesk) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+/// Expires PENDING tickets nobody decided within `pendingTicketTtl`, and
+/// records grants that expired unrevoked.
+async fn expire_tickets(desk: TicketDesk, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         match desk.expire_stale().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired pending tickets"),
-            Err(e) => {
-                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets")
-            }
+            Err(e) => tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets"),
+        }
+        match desk.expire_grants().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "grants expired"),
+            Err(e) => tracing::warn!(error = %crate::admission::error_chain(&e), "cannot record expired grants"),
         }
     }
 }

@@ -471,6 +471,27 @@ impl TicketDesk {
         Ok(())
     }
 
+    /// Records grants that expired unrevoked (`GRANT_EXPIRED`, and
+    /// `app_redeploy_token_expired_total`), each once across replicas; returns how many.
+    pub async fn expire_grants(&self) -> Result<usize, Error> {
+        let expired = self.grants.take_expired_grants(Timestamp::now().as_second()).await?;
+        for grant in &expired {
+            self.metrics
+                .token_expired_total
+                .with_label_values(&[grant.application.as_str(), grant.user.as_str()])
+                .inc();
+            let mut record = AuditRecord::new(AuditEvent::GrantExpired, Timestamp::now());
+            record.username = Some(grant.user.clone());
+            record.namespace = Some(grant.namespace.clone());
+            record.application_name = Some(grant.application.clone());
+            record.ticket_id = Some(grant.ticket_id.clone());
+            record.ticket_number = Some(grant.ticket_number.clone());
+            record.grant_jti = Some(grant.jti.clone());
+            self.audit.append(record).await?;
+        }
+        Ok(expired.len())
+    }
+
     /// Expires every PENDING ticket older than the pending TTL; returns how many.
     pub async fn expire_stale(&self) -> Result<usize, Error> {
         let now = Timestamp::now();

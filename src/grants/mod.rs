@@ -111,6 +111,10 @@ pub trait GrantStore: Send + Sync + 'static {
         filter: &GrantFilter,
         now: i64,
     ) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    /// Removes the grants that expired unrevoked by `now` and returns them
+    /// (without tokens). Across replicas sharing a store, each expiry is
+    /// returned to exactly one caller, so it is counted and recorded once.
+    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, crate::store::Error>;
     /// Removes a grant so it stops working at once; false when there was none.
     async fn revoke_grant(&self, jti: &str) -> Result<bool, crate::store::Error>;
 }

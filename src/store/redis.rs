@@ -22,6 +22,8 @@
 //! | `{rollgate}:grants:ns:<namespace>` | zset | jtis of one namespace |
 //! | `{rollgate}:grants:user:<user>` | zset | jtis of one user |
 //! | `{rollgate}:grants:sub:<namespace>/<application>/<user>` | zset | jtis of one (user, namespace, application): the webhook's lookup |
+//! | `{rollgate}:grants:expiring` | zset | unrevoked jtis by expiry, for the expiry sweep (never pruned on write) |
+//! | `{rollgate}:grants:meta` | hash | jti → grant JSON without token, until the sweep takes it |
 //! | `{rollgate}:audit` | stream | entry `<seq>-0` per record, fields `hash` and `record` (JSON) |
 //! | `{rollgate}:audit:op:<operationId>` | zset | seqs of one operation's records |
 //! | `{rollgate}:audit:turn` | string | replica whose append goes next (100 ms; fairness) |
@@ -91,6 +93,12 @@ const TICKET_PREFIX: &str = "{rollgate}:ticket:";
 const TICKETS: &str = "{rollgate}:tickets";
 const GRANT_PREFIX: &str = "{rollgate}:grant:";
 const GRANTS: &str = "{rollgate}:grants";
+/// Every unrevoked grant's jti scored by expiry, never pruned on write: the
+/// expiry sweep takes each expired jti from here exactly once.
+const GRANTS_EXPIRING: &str = "{rollgate}:grants:expiring";
+/// jti → the grant's JSON without its token, for the expiry sweep (the body
+/// itself is gone when the grant expires).
+const GRANTS_META: &str = "{rollgate}:grants:meta";
 const AUDIT: &str = "{rollgate}:audit";
 const AUDIT_TURN: &str = "{rollgate}:audit:turn";
 const AUDIT_OP_PREFIX: &str = "{rollgate}:audit:op:";

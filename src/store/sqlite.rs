@@ -216,8 +216,6 @@ impl GrantStore for SqliteStore {
                     serde_json::to_string(&grant)?
                 ],
             )?;
-            // Expired rows are purged on write, matching Redis key expiry.
-            c.execute("DELETE FROM grants WHERE expires_at < unixepoch() - 3600", [])?;
             Ok(())
         })
         .await
@@ -276,6 +274,22 @@ impl GrantStore for SqliteStore {
             let mut out = Vec::new();
             for body in rows {
                 out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, Error> {
+        self.with(move |c| {
+            // DELETE … RETURNING is one statement: two processes on one file
+            // cannot both take the same row.
+            let mut stmt = c.prepare_cached("DELETE FROM grants WHERE expires_at <= ?1 RETURNING body")?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                let grant: StoredGrant = serde_json::from_str(&body?)?;
+                out.push(StoredGrant { token: String::new(), ..grant });
             }
             Ok(out)
         })

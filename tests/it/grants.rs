@@ -350,3 +350,37 @@ async fn grant_with_another_algorithm_is_denied() {
     store_grant(&s, &genuine);
     allowed(&s.review(&restart_by("alice")).await);
 }
+
+#[tokio::test]
+async fn an_expired_grant_is_recorded_once_and_counted() {
+    let s = spawn_server("grants:\n  ttl: 1s\n  leeway: 0s\nsweepInterval: 500ms\n").await;
+    let ticket = s.approved_ticket().await;
+    let jti = ticket["grant"]["jti"].as_str().unwrap().to_owned();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let records = s.audit("event=GRANT_EXPIRED").await;
+        if !records.is_empty() || std::time::Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["grantJti"], jti.as_str());
+    assert_eq!(records[0]["username"], "alice");
+    assert_eq!(records[0]["ticketNumber"], ticket["number"]);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        s.audit("event=GRANT_EXPIRED").await.len(),
+        1,
+        "recorded once"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"app_redeploy_token_expired_total{application="checkout-api",username="alice"} 1"#
+        ),
+        "{metrics}"
+    );
+}

@@ -254,6 +254,7 @@ contract!(
     find_grants_returns_every_live_grant_latest_expiring_first,
     list_grants_returns_live_grants_latest_expiring_first,
     revoking_a_grant_removes_it_everywhere_at_once,
+    each_expired_grant_is_taken_once_across_instances,
     audit_appends_are_chained_and_verify,
     audit_query_filters_pages_and_cursor,
     audit_query_by_operation_finds_every_record_of_it,
@@ -592,6 +593,56 @@ async fn find_grants_returns_every_live_grant_latest_expiring_first(b: &Backend)
     assert_eq!(
         seen.iter().map(|g| g.jti.as_str()).collect::<Vec<_>>(),
         vec!["g-late", "g-early"]
+    );
+}
+
+async fn each_expired_grant_is_taken_once_across_instances(b: &Backend) {
+    let s = b.open().await;
+    let replica = b.open().await;
+    let t = now();
+    for g in [
+        mk_grant("g-expired", "alice", "production", "web", t - 5),
+        mk_grant("g-revoked", "alice", "production", "web", t + 300),
+        mk_grant("g-live", "alice", "production", "web", t + 600),
+    ] {
+        s.grants.put_grant(&g).await.unwrap();
+    }
+    assert!(s.grants.revoke_grant("g-revoked").await.unwrap());
+
+    let (mine, theirs) = tokio::join!(
+        s.grants.take_expired_grants(t),
+        replica.grants.take_expired_grants(t)
+    );
+    let mut taken: Vec<StoredGrant> = mine.unwrap().into_iter().chain(theirs.unwrap()).collect();
+    assert_eq!(taken.len(), 1, "one expiry, taken once: {taken:?}");
+    let grant = taken.remove(0);
+    assert_eq!(
+        (
+            grant.jti.as_str(),
+            grant.user.as_str(),
+            grant.application.as_str()
+        ),
+        ("g-expired", "alice", "web")
+    );
+    assert!(grant.token.is_empty(), "the sweep never hands out a token");
+    assert!(
+        s.grants.take_expired_grants(t).await.unwrap().is_empty(),
+        "nothing left to take"
+    );
+    assert_eq!(
+        s.grants
+            .find_grants("alice", "production", "web", t)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the live grant is untouched"
+    );
+    let later = replica.grants.take_expired_grants(t + 601).await.unwrap();
+    assert_eq!(
+        later.iter().map(|g| g.jti.as_str()).collect::<Vec<_>>(),
+        vec!["g-live"],
+        "a revoked grant never counts as expired"
     );
 }
 

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{GRANT_PREFIX, GRANTS, RedisStore, eval, scripts};
+use super::{GRANT_PREFIX, GRANTS, GRANTS_EXPIRING, GRANTS_META, RedisStore, eval, scripts};
 use crate::grants::{GrantFilter, GrantStore, StoredGrant};
 use crate::store::Error;
 
@@ -27,14 +27,17 @@ fn user_key(user: &str) -> String {
     format!("{GRANTS}:user:{user}")
 }
 
-/// The body key of `grant`, then every index holding it.
-fn grant_keys(grant: &StoredGrant) -> [String; 5] {
+/// The body key of `grant`, every index holding it, then the expiry index
+/// and the meta hash (the scripts rely on that order).
+fn grant_keys(grant: &StoredGrant) -> [String; 7] {
     [
         grant_key(&grant.jti),
         subject_key(&grant.user, &grant.namespace, &grant.application),
         namespace_key(&grant.namespace),
         user_key(&grant.user),
         GRANTS.to_owned(),
+        GRANTS_EXPIRING.to_owned(),
+        GRANTS_META.to_owned(),
     ]
 }
 
@@ -47,10 +50,12 @@ impl GrantStore for RedisStore {
     async fn put_grant(&self, grant: &StoredGrant) -> Result<(), Error> {
         let keys = grant_keys(grant);
         let mut cmd = eval(&scripts::PUT_GRANT, &key_refs(&keys));
+        let meta = StoredGrant { token: String::new(), ..grant.clone() };
         cmd.arg(&grant.jti)
             .arg(grant.expires_at)
             .arg(serde_json::to_string(grant)?)
-            .arg(jiff::Timestamp::now().as_second());
+            .arg(jiff::Timestamp::now().as_second())
+            .arg(serde_json::to_string(&meta)?);
         self.write::<i64>(&scripts::PUT_GRANT, cmd).await?;
         Ok(())
     }
@@ -114,6 +119,13 @@ impl GrantStore for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, Error> {
+        let mut cmd = eval(&scripts::TAKE_EXPIRED, &[GRANTS_EXPIRING, GRANTS_META]);
+        cmd.arg(now).arg(500);
+        let metas: Vec<String> = self.write(&scripts::TAKE_EXPIRED, cmd).await?;
+        metas.iter().map(|m| Ok(serde_json::from_str(m)?)).collect()
     }
 
     async fn revoke_grant(&self, jti: &str) -> Result<bool, Error> {

@@ -69,7 +69,10 @@ pub static PUT_GRANT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[3], 'EXAT', ARGV[2])
-for i = 2, #KEYS do
+local expiring, meta = KEYS[#KEYS - 1], KEYS[#KEYS]
+redis.call('ZADD', expiring, ARGV[2], ARGV[1])
+redis.call('HSET', meta, ARGV[1], ARGV[5])
+for i = 2, #KEYS - 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[4])
   redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1])
   local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
@@ -119,10 +122,31 @@ pub static REVOKE_GRANT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local existed = redis.call('DEL', KEYS[1])
-for i = 2, #KEYS do
+for i = 2, #KEYS - 1 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
+redis.call('HDEL', KEYS[#KEYS], ARGV[1])
 return existed
+",
+    )
+});
+
+/// Takes the grants that expired unrevoked: removes each expired jti from the
+/// expiring index and answers its stored JSON, so across replicas every
+/// expiry is taken exactly once.
+/// KEYS: the expiring index, the meta hash. ARGV: now, most to take.
+pub static TAKE_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local jtis = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, jti in ipairs(jtis) do
+  redis.call('ZREM', KEYS[1], jti)
+  local meta = redis.call('HGET', KEYS[2], jti)
+  redis.call('HDEL', KEYS[2], jti)
+  if meta then out[#out + 1] = meta end
+end
+return out
 ",
     )
 });
