@@ -4,13 +4,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use rollgate::cli::{Cli, Command, LogFormat, client};
 
 fn main() -> ExitCode {
     // One process-wide rustls provider (ring) for the servers, kube and the CLI.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = rollgate::cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -54,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ticket(cmd) => Ok(client::ticket(cmd).await?),
         Command::Grant(cmd) => Ok(client::grant(cmd).await?),
+        Command::Redeploy(args) => Ok(client::redeploy(args).await?),
         Command::Audit(cmd) => Ok(client::audit(cmd).await?),
     }
 }

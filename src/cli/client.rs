@@ -1,220 +1,57 @@
-//! Client commands: HTTPS calls to the ticket API and their output as a
-//! table, JSON, YAML or bare ids. Errors carry the API's problem detail, so
-//! the user reads what to do next.
+//! Client commands: one API call each (two for `redeploy`: fetch the grant,
+//! then use it), printed as [`Output`] asks. Errors carry the API's problem
+//! detail, so the user reads what to do next; `main` prints them and exits 1.
 
 use std::fmt::Write as _;
 
+use http::Method;
 use serde_json::{Value, json};
 
-use super::{AuditCommand, ClientArgs, GrantCommand, Output, TicketCommand};
+use super::api::{self, ApiClient, seg};
+use super::output::{audit_rows, grant_rows, items, render, text_of, ticket_rows};
+use super::{AuditCommand, ClientArgs, GrantCommand, Output, RedeployArgs, TicketCommand, program};
 
+/// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the CA file {path}")]
-    Ca {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
+    #[error(transparent)]
+    Api(#[from] api::Error),
+    #[error(
+        "none of your approved tickets for {namespace}/{application} has a live grant that allows a restart: \
+         request one with `{program} ticket request -n {namespace} {application} --action restart --reason \"<why>\"`, \
+         or name the ticket with --ticket ID"
+    )]
+    NoLiveGrant {
+        program: &'static str,
+        namespace: String,
+        application: String,
     },
-    #[error("the CA file is not a PEM certificate")]
-    CaFormat(#[source] reqwest::Error),
-    #[error("no token: pass --token or set ROLLGATE_TOKEN")]
-    NoToken,
-    #[error("cannot reach {server}")]
-    Connect {
-        server: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{status}: {detail}")]
-    Api { status: u16, detail: String },
-    #[error("the server's answer is not JSON")]
-    Decode(#[source] reqwest::Error),
+    #[error("the server's answer has no {0}")]
+    Incomplete(&'static str),
+    #[error(
+        "the audit chain failed verification at record {first_bad}: the trail was edited, reordered or lost a record"
+    )]
+    ChainBroken { first_bad: String },
     #[error("cannot write YAML")]
     Yaml(#[source] serde_saphyr::ser::Error),
 }
 
-/// An API connection built from [`ClientArgs`].
-pub struct ApiClient {
-    http: reqwest::Client,
-    server: String,
-    token: String,
+/// Prints `value` as `output` asks (see [`render`]).
+fn print(
+    value: &Value,
     output: Output,
+    table: impl FnOnce(&Value) -> String,
+    name_field: &str,
+) -> Result<(), Error> {
+    println!(
+        "{}",
+        render(value, output, table, name_field).map_err(Error::Yaml)?
+    );
+    Ok(())
 }
 
-impl ApiClient {
-    pub fn new(args: &ClientArgs) -> Result<Self, Error> {
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_rustls()
-            .timeout(std::time::Duration::from_secs(30))
-            .user_agent(concat!("rollgate-cli/", env!("CARGO_PKG_VERSION")));
-        if let Some(path) = &args.ca {
-            let pem = std::fs::read(path).map_err(|source| Error::Ca {
-                path: path.clone(),
-                source,
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(Error::CaFormat)?;
-            builder = builder.tls_certs_only([cert]);
-        }
-        let http = builder.build().map_err(|source| Error::Connect {
-            server: args.server.clone(),
-            source,
-        })?;
-        Ok(Self {
-            http,
-            server: args.server.trim_end_matches('/').to_owned(),
-            token: args
-                .token
-                .clone()
-                .filter(|t| !t.is_empty())
-                .ok_or(Error::NoToken)?,
-            output: args.output,
-        })
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        query: &[(&str, Option<String>)],
-        body: Option<Value>,
-    ) -> Result<Value, Error> {
-        let mut url = format!("{}{path}", self.server);
-        let mut sep = '?';
-        for (key, value) in query {
-            if let Some(value) = value {
-                let _ = write!(url, "{sep}{key}={}", seg(value));
-                sep = '&';
-            }
-        }
-        let mut req = self.http.request(method, url).bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.map_err(|source| Error::Connect {
-            server: self.server.clone(),
-            source,
-        })?;
-        let status = resp.status();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let detail = value
-                .get("detail")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-            return Err(Error::Api {
-                status: status.as_u16(),
-                detail,
-            });
-        }
-        Ok(value)
-    }
-
-    fn print(
-        &self,
-        value: &Value,
-        table: impl FnOnce(&Value) -> String,
-        name_field: &str,
-    ) -> Result<(), Error> {
-        let text = match self.output {
-            Output::Json => serde_json::to_string_pretty(value).unwrap_or_default(),
-            Output::Yaml => serde_saphyr::to_string(value)
-                .map_err(Error::Yaml)?
-                .trim_end()
-                .to_owned(),
-            Output::Table => table(value).trim_end().to_owned(),
-            Output::Name => match value.get("items").and_then(Value::as_array) {
-                Some(items) => items
-                    .iter()
-                    .map(|i| text_of(&i[name_field]))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                None => text_of(&value[name_field]),
-            },
-        };
-        println!("{text}");
-        Ok(())
-    }
-}
-
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Formats rows as aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let mut l = String::new();
-        for (cell, w) in cells.iter().zip(&widths) {
-            let _ = write!(l, "{cell:<w$}  ");
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>());
-    for row in &rows {
-        line(row);
-    }
-    out
-}
-
-fn ticket_rows(items: &[Value]) -> String {
-    let rows = items
-        .iter()
-        .map(|t| {
-            vec![
-                text_of(&t["id"]),
-                text_of(&t["number"]),
-                text_of(&t["status"]),
-                format!(
-                    "{}/{}",
-                    text_of(&t["namespace"]),
-                    text_of(&t["application"])
-                ),
-                text_of(&t["action"]),
-                text_of(&t["requester"]),
-                text_of(&t["decidedBy"]),
-                text_of(&t["grant"]["expiresAt"]),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "ID",
-            "NUMBER",
-            "STATUS",
-            "APPLICATION",
-            "ACTION",
-            "REQUESTER",
-            "DECIDED BY",
-            "GRANT EXPIRES",
-        ],
-        rows,
-    )
-}
-
-fn items(value: &Value) -> &[Value] {
-    value
-        .get("items")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
+/// `rollgate ticket …`.
 pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
-    use reqwest::Method;
     match cmd {
         TicketCommand::Request {
             application,
@@ -223,20 +60,26 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             action,
             client,
         } => {
-            let api = ApiClient::new(&client)?;
+            let api = ApiClient::connect(&client).await?;
             let body = json!({"namespace": namespace, "application": application, "reason": reason, "action": action.as_str()});
             let ticket = api
                 .call(Method::POST, "/v1/tickets", &[], Some(body))
                 .await?;
-            api.print(&ticket, |t| {
-                format!(
-                    "Ticket {} filed (id {}), status {}.\nAn approver (not you) runs: rollgate ticket approve {}\n",
-                    text_of(&t["number"]),
-                    text_of(&t["id"]),
-                    text_of(&t["status"]),
-                    text_of(&t["id"])
-                )
-            }, "id")
+            print(
+                &ticket,
+                client.output,
+                |t| {
+                    format!(
+                        "Ticket {} filed (id {}), status {}.\nAn approver (not you) runs: {} ticket approve {}\n",
+                        text_of(&t["number"]),
+                        text_of(&t["id"]),
+                        text_of(&t["status"]),
+                        program(),
+                        text_of(&t["id"])
+                    )
+                },
+                "id",
+            )
         }
         TicketCommand::List {
             status,
@@ -245,7 +88,7 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             requester,
             client,
         } => {
-            let api = ApiClient::new(&client)?;
+            let api = ApiClient::connect(&client).await?;
             let query = [
                 ("status", status.map(|s| s.to_uppercase())),
                 ("namespace", namespace),
@@ -253,15 +96,16 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
                 ("requester", requester),
             ];
             let list = api.call(Method::GET, "/v1/tickets", &query, None).await?;
-            api.print(&list, |v| ticket_rows(items(v)), "id")
+            print(&list, client.output, |v| ticket_rows(items(v)), "id")
         }
         TicketCommand::Show { id, client } => {
-            let api = ApiClient::new(&client)?;
+            let api = ApiClient::connect(&client).await?;
             let ticket = api
                 .call(Method::GET, &format!("/v1/tickets/{}", seg(&id)), &[], None)
                 .await?;
-            api.print(
+            print(
                 &ticket,
+                client.output,
                 |t| {
                     ticket_rows(std::slice::from_ref(t))
                         + &format!("\nReason: {}\n", text_of(&t["reason"]))
@@ -280,29 +124,22 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             client,
         } => decide(&client, &id, "reject", comment).await,
         TicketCommand::Cancel { id, client } => {
-            let api = ApiClient::new(&client)?;
-            let ticket = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/tickets/{}/cancel", seg(&id)),
-                    &[],
-                    None,
-                )
-                .await?;
-            api.print(&ticket, |t| ticket_rows(std::slice::from_ref(t)), "id")
+            let api = ApiClient::connect(&client).await?;
+            let path = format!("/v1/tickets/{}/cancel", seg(&id));
+            let ticket = api.call(Method::POST, &path, &[], None).await?;
+            print(
+                &ticket,
+                client.output,
+                |t| ticket_rows(std::slice::from_ref(t)),
+                "id",
+            )
         }
         TicketCommand::Grant { id, client } => {
-            let api = ApiClient::new(&client)?;
-            let grant = api
-                .call(
-                    Method::GET,
-                    &format!("/v1/tickets/{}/grant", seg(&id)),
-                    &[],
-                    None,
-                )
-                .await?;
+            let api = ApiClient::connect(&client).await?;
+            let path = format!("/v1/tickets/{}/grant", seg(&id));
+            let grant = api.call(Method::GET, &path, &[], None).await?;
             // The token alone, so `$(rollgate ticket grant 7)` works.
-            api.print(&grant, |g| text_of(&g["token"]), "token")
+            print(&grant, client.output, |g| text_of(&g["token"]), "token")
         }
     }
 }
@@ -313,21 +150,16 @@ async fn decide(
     verb: &str,
     comment: Option<String>,
 ) -> Result<(), Error> {
-    let api = ApiClient::new(client)?;
+    let api = ApiClient::connect(client).await?;
     let body = comment.map(|c| json!({"comment": c}));
-    let ticket = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/tickets/{}/{verb}", seg(id)),
-            &[],
-            body,
-        )
-        .await?;
-    api.print(
+    let path = format!("/v1/tickets/{}/{verb}", seg(id));
+    let ticket = api.call(Method::POST, &path, &[], body).await?;
+    print(
         &ticket,
+        client.output,
         |t| {
             let mut out = ticket_rows(std::slice::from_ref(t));
-            if verb == "approve" {
+            if verb == "approve" && t["status"] == "APPROVED" {
                 let _ = write!(
                     out,
                     "\n{} may now redeploy {}/{} until {}.\n",
@@ -336,6 +168,14 @@ async fn decide(
                     text_of(&t["application"]),
                     text_of(&t["grant"]["expiresAt"])
                 );
+            } else if verb == "approve" {
+                let have = t["approvals"].as_array().map_or(0, Vec::len);
+                let need = t["requiredApprovals"].as_u64().unwrap_or(1);
+                let _ = write!(
+                    out,
+                    "\nApproval {have} of {need} recorded: the ticket stays {} until {need} approvers approved it.\n",
+                    text_of(&t["status"])
+                );
             }
             out
         },
@@ -343,64 +183,31 @@ async fn decide(
     )
 }
 
+/// `rollgate grant …`.
 pub async fn grant(cmd: GrantCommand) -> Result<(), Error> {
-    use reqwest::Method;
     match cmd {
         GrantCommand::List {
             namespace,
             user,
             client,
         } => {
-            let api = ApiClient::new(&client)?;
-            let list = api
-                .call(
-                    Method::GET,
-                    "/v1/grants",
-                    &[("namespace", namespace), ("user", user)],
-                    None,
-                )
-                .await?;
-            api.print(
-                &list,
-                |v| {
-                    let rows = items(v)
-                        .iter()
-                        .map(|g| {
-                            vec![
-                                text_of(&g["jti"]),
-                                text_of(&g["ticketNumber"]),
-                                text_of(&g["user"]),
-                                format!(
-                                    "{}/{}",
-                                    text_of(&g["namespace"]),
-                                    text_of(&g["application"])
-                                ),
-                                text_of(&g["expiresAt"]),
-                            ]
-                        })
-                        .collect();
-                    table(&["JTI", "TICKET", "USER", "APPLICATION", "EXPIRES"], rows)
-                },
-                "jti",
-            )
+            let api = ApiClient::connect(&client).await?;
+            let query = [("namespace", namespace), ("user", user)];
+            let list = api.call(Method::GET, "/v1/grants", &query, None).await?;
+            print(&list, client.output, |v| grant_rows(items(v)), "jti")
         }
         GrantCommand::Revoke {
             jti,
             reason,
             client,
         } => {
-            let api = ApiClient::new(&client)?;
+            let api = ApiClient::connect(&client).await?;
             let body = reason.map(|r| json!({"reason": r}));
-            let result = api
-                .call(
-                    Method::POST,
-                    &format!("/v1/grants/{}/revoke", seg(&jti)),
-                    &[],
-                    body,
-                )
-                .await?;
-            api.print(
+            let path = format!("/v1/grants/{}/revoke", seg(&jti));
+            let result = api.call(Method::POST, &path, &[], body).await?;
+            print(
                 &result,
+                client.output,
                 |r| {
                     format!(
                         "Grant {} revoked: it stops working at once.",
@@ -413,8 +220,120 @@ pub async fn grant(cmd: GrantCommand) -> Result<(), Error> {
     }
 }
 
+/// `rollgate redeploy`: fetches the grant of `--ticket`, else of the
+/// caller's newest approved ticket for the application whose grant is still
+/// live, and asks rollgate to restart the application with it as Bearer.
+pub async fn redeploy(args: RedeployArgs) -> Result<(), Error> {
+    let RedeployArgs {
+        application,
+        namespace,
+        kind,
+        name,
+        reason,
+        ticket,
+        client,
+    } = args;
+    let api = ApiClient::connect(&client).await?;
+    let grant = match ticket {
+        Some(id) => {
+            let path = format!("/v1/tickets/{}/grant", seg(&id));
+            api.call(Method::GET, &path, &[], None).await?
+        }
+        None => live_grant(&api, &namespace, &application).await?,
+    };
+    let token = grant["token"]
+        .as_str()
+        .ok_or(Error::Incomplete("grant token"))?;
+    let as_grant = api.as_bearer(
+        token,
+        format!("the grant of ticket {}", text_of(&grant["ticketNumber"])),
+        "A grant works until it expires or is revoked; an approved ticket's grant comes from `ticket grant ID`",
+    )?;
+
+    let mut body = serde_json::Map::new();
+    for (key, value) in [
+        ("reason", reason),
+        ("kind", kind.map(|k| k.as_str().to_owned())),
+        ("name", name),
+    ] {
+        if let Some(value) = value {
+            body.insert(key.to_owned(), value.into());
+        }
+    }
+    let path = format!(
+        "/v1/applications/{}/{}/redeploy",
+        seg(&namespace),
+        seg(&application)
+    );
+    let operation = as_grant
+        .call(Method::POST, &path, &[], Some(Value::Object(body)))
+        .await?;
+    print(
+        &operation,
+        client.output,
+        |op| {
+            format!(
+                "Restart of {} {} in {namespace} started by ticket {}: operation {}.\n\
+                 Follow it: {} audit list -n {namespace} --application {application}\n",
+                text_of(&op["kind"]),
+                text_of(&op["name"]),
+                text_of(&op["ticketNumber"]),
+                text_of(&op["operationId"]),
+                program(),
+            )
+        },
+        "operationId",
+    )
+}
+
+/// The grant (`{"token","jti","expiresAt","ticketNumber"}`) of the caller's
+/// newest approved ticket for `namespace/application` that allows a restart
+/// and whose grant is live. The API does not say who the caller is, so each
+/// candidate's grant is asked for, newest first: the API answers 403 for
+/// someone else's ticket and 409 for a revoked or expired grant.
+async fn live_grant(api: &ApiClient, namespace: &str, application: &str) -> Result<Value, Error> {
+    let query = [
+        ("status", Some("APPROVED".to_owned())),
+        ("namespace", Some(namespace.to_owned())),
+        ("application", Some(application.to_owned())),
+    ];
+    let list = api.call(Method::GET, "/v1/tickets", &query, None).await?;
+    let now = jiff::Timestamp::now();
+    let mut candidates: Vec<(jiff::Timestamp, &str)> = items(&list)
+        .iter()
+        .filter(|t| t["action"].as_str() != Some("image") && t["grant"]["revokedAt"].is_null())
+        .filter_map(|t| {
+            let expires = t["grant"]["expiresAt"]
+                .as_str()?
+                .parse::<jiff::Timestamp>()
+                .ok()?;
+            Some((expires, t["id"].as_str()?))
+        })
+        .filter(|(expires, _)| *expires > now)
+        .collect();
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+    for (_, id) in candidates {
+        let path = format!("/v1/tickets/{}/grant", seg(id));
+        match api.call(Method::GET, &path, &[], None).await {
+            Ok(grant) => return Ok(grant),
+            Err(
+                api::Error::Forbidden { .. }
+                | api::Error::Api {
+                    status: 404 | 409, ..
+                },
+            ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::NoLiveGrant {
+        program: program(),
+        namespace: namespace.to_owned(),
+        application: application.to_owned(),
+    })
+}
+
+/// `rollgate audit …`.
 pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
-    use reqwest::Method;
     match cmd {
         AuditCommand::List {
             namespace,
@@ -428,7 +347,7 @@ pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
             after,
             client,
         } => {
-            let api = ApiClient::new(&client)?;
+            let api = ApiClient::connect(&client).await?;
             let query = [
                 ("namespace", namespace),
                 ("application", application),
@@ -441,43 +360,13 @@ pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
                 ("after", after),
             ];
             let page = api.call(Method::GET, "/v1/audit", &query, None).await?;
-            api.print(
+            print(
                 &page,
+                client.output,
                 |v| {
-                    let rows = items(v)
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                text_of(&r["id"]),
-                                text_of(&r["timestamp"]),
-                                text_of(&r["event"]),
-                                text_of(&r["decision"]),
-                                text_of(&r["username"]),
-                                format!(
-                                    "{}/{}",
-                                    text_of(&r["namespace"]),
-                                    text_of(&r["applicationName"])
-                                ),
-                                text_of(&r["change"]),
-                                text_of(&r["ticketNumber"]),
-                            ]
-                        })
-                        .collect();
-                    let mut out = table(
-                        &[
-                            "ID",
-                            "TIME",
-                            "EVENT",
-                            "DECISION",
-                            "USER",
-                            "APPLICATION",
-                            "CHANGE",
-                            "TICKET",
-                        ],
-                        rows,
-                    );
+                    let mut out = audit_rows(items(v));
                     if let Some(next) = v["next"].as_str() {
-                        let _ = write!(out, "\nMore: rollgate audit list --after {next}\n");
+                        let _ = write!(out, "\nMore: {} audit list --after {next}\n", program());
                     }
                     out
                 },
@@ -485,38 +374,28 @@ pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
             )
         }
         AuditCommand::Verify { client } => {
-            let api = ApiClient::new(&client)?;
+            let api = ApiClient::connect(&client).await?;
             let report = api.call(Method::GET, "/v1/audit/verify", &[], None).await?;
-            api.print(&report, |r| {
-                if r["ok"].as_bool() == Some(true) {
-                    format!("Audit chain intact: {} records, head {}.", text_of(&r["records"]), text_of(&r["head"]))
-                } else {
+            let intact = report["ok"].as_bool() == Some(true);
+            print(
+                &report,
+                client.output,
+                |r| {
                     format!(
-                        "Audit chain BROKEN at record {} ({} records): the trail was edited, reordered or lost a record.",
-                        text_of(&r["firstBadId"]),
-                        text_of(&r["records"])
+                        "Audit chain {}: {} records, head {}.",
+                        if intact { "intact" } else { "BROKEN" },
+                        text_of(&r["records"]),
+                        text_of(&r["head"])
                     )
-                }
-            }, "head")?;
-            if report["ok"].as_bool() != Some(true) {
-                return Err(Error::Api {
-                    status: 200,
-                    detail: "verification failed".into(),
+                },
+                "head",
+            )?;
+            if !intact {
+                return Err(Error::ChainBroken {
+                    first_bad: text_of(&report["firstBadId"]),
                 });
             }
             Ok(())
         }
     }
-}
-
-/// Percent-encodes a path segment typed by the user.
-fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -1,16 +1,20 @@
 //! The command line: `rollgate serve` and the client commands (`ticket`,
-//! `grant`, `audit`) that talk to the ticket API over HTTPS. Installed as
-//! `kubectl-rollgate`, the same binary works as `kubectl rollgate …`.
+//! `grant`, `redeploy`, `audit`) that talk to the ticket API over HTTPS.
+//! Installed as `kubectl-rollgate`, the same binary works as
+//! `kubectl rollgate …` and says so in its usage lines ([`parse`]).
 //!
 //! Types here are clap's raw view; [`crate::config::Config::load`] turns
-//! [`ServeArgs`] into a validated config. Client commands live in [`client`].
+//! [`ServeArgs`] into a validated config. Client commands live in [`client`],
+//! the HTTPS connection and its credentials in [`api`], tables in [`output`].
 
+pub mod api;
 pub mod client;
+mod output;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::FailureMode;
 
@@ -32,9 +36,45 @@ pub enum Command {
     /// List and revoke grants.
     #[command(subcommand)]
     Grant(GrantCommand),
+    /// Restart an application through rollgate with the grant of your approved ticket.
+    Redeploy(RedeployArgs),
     /// Read and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+/// The name a plugin binary must have for kubectl to run it as `kubectl rollgate`.
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-rollgate";
+
+/// Parses the process's arguments, as [`Parser::parse`] does, except that
+/// usage and help say `kubectl rollgate` when the binary was started as
+/// `kubectl-rollgate` (kubectl runs plugins under their file name). Exits
+/// with clap's message and code on bad arguments.
+pub fn parse() -> Cli {
+    let mut command = Cli::command();
+    if invoked_as_plugin() {
+        command = command.bin_name("kubectl rollgate");
+    }
+    let mut matches = command.get_matches();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.exit())
+}
+
+/// How the user runs this program: `kubectl rollgate` or `rollgate`, for the
+/// commands that output and error messages suggest.
+pub fn program() -> &'static str {
+    if invoked_as_plugin() {
+        "kubectl rollgate"
+    } else {
+        "rollgate"
+    }
+}
+
+fn invoked_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|argv0| argv0.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .is_some_and(|stem| stem == KUBECTL_PLUGIN_NAME)
 }
 
 /// Flags of `rollgate serve`; each may also come from its `ROLLGATE_*` variable.
@@ -111,8 +151,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where and as whom a client command talks to the API.
-#[derive(Debug, Clone, Args)]
+/// Where and as whom a client command talks to the API. The token is
+/// `--token`, else `ROLLGATE_TOKEN`, else the credentials of the kubeconfig's
+/// user (static token, token file, exec plugin or auth provider), as kubectl
+/// would send them to the cluster.
+#[derive(Clone, Args)]
 pub struct ClientArgs {
     /// Ticket API URL.
     #[arg(
@@ -121,15 +164,36 @@ pub struct ClientArgs {
         default_value = "https://127.0.0.1:8444"
     )]
     pub server: String,
-    /// Bearer token (a demo token in dev mode, your Kubernetes token in a cluster).
+    /// Bearer token (a demo token in dev mode, your Kubernetes token in a cluster);
+    /// without it, the current kubeconfig user's credentials.
     #[arg(long, env = "ROLLGATE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// CA certificate (PEM) that signed the API's certificate.
+    /// CA certificate (PEM) that signed the API's certificate (default: the system's roots).
     #[arg(long, env = "ROLLGATE_CA")]
     pub ca: Option<PathBuf>,
+    /// Kubeconfig whose user's credentials are used when no token is given
+    /// (default: KUBECONFIG, else ~/.kube/config, as kubectl).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context whose user is used (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+}
+
+impl std::fmt::Debug for ClientArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientArgs")
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca)
+            .field("kubeconfig", &self.kubeconfig)
+            .field("context", &self.context)
+            .field("output", &self.output)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,8 +201,54 @@ pub enum Output {
     Table,
     Json,
     Yaml,
-    /// Only the id (tickets) or jti (grants), for scripts.
+    /// Only the id (tickets, audit records), jti (grants) or operation id (redeploy), for scripts.
     Name,
+}
+
+/// Flags of `rollgate redeploy`.
+#[derive(Debug, Args)]
+pub struct RedeployArgs {
+    /// Application (the workload's app.kubernetes.io/name label, else app, else its name).
+    pub application: String,
+    /// Namespace of the application.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// Workload kind, when the application has several workloads.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Workload name, when the application has several workloads.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Why, recorded in rollgate's log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Ticket whose grant to use (default: your newest approved ticket for the application with a live grant).
+    #[arg(long)]
+    pub ticket: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A gated workload kind, spelled as Kubernetes does (any case accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum KindArg {
+    #[value(alias = "deployment", alias = "deploy")]
+    Deployment,
+    #[value(alias = "statefulset", alias = "sts")]
+    StatefulSet,
+    #[value(alias = "daemonset", alias = "ds")]
+    DaemonSet,
+}
+
+impl KindArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +257,7 @@ pub enum TicketCommand {
     Request {
         /// Application (the workload's app.kubernetes.io/name label, else app, else its name).
         application: String,
+        /// Namespace of the application.
         #[arg(short = 'n', long)]
         namespace: String,
         /// Why the redeploy is needed (1 to 1000 characters).

@@ -1,28 +1,51 @@
-//! The built `rollgate` binary as a client of the test server: exit codes
-//! and output of `ticket` and `audit` commands, and the command printed in a
-//! denial working as printed.
+//! The built `rollgate` binary as a client of the test server over HTTPS:
+//! every command's output and exit code, credentials from `--token` and from
+//! a kubeconfig (static token, exec plugin), the errors a person reads
+//! (refused token, unreachable server, untrusted CA, 403 detail), the
+//! command printed in a denial working as printed, and the binary installed
+//! as `kubectl-rollgate`.
 
+use std::path::Path;
 use std::process::Output;
 
 use crate::common::{TestServer, allowed, denial, restart_by, spawn_server};
 
-/// Runs `rollgate ARGS --server … --ca … --token TOKEN` (env cleared of
-/// `ROLLGATE_*`, so only the flags count).
-async fn rollgate(s: &TestServer, token: &str, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"));
-    cmd.args(args)
+/// The binary at `program` with `ROLLGATE_*` and `KUBECONFIG` removed and
+/// `HOME` pointed at `home` (no `.kube` there), so only what a test passes counts.
+fn bare(program: &Path, home: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("ROLLGATE_") || key_text == "KUBECONFIG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home);
+    cmd
+}
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollgate"))
+}
+
+/// Runs `rollgate ARGS --server … --ca …`: credentials only as `args` give them.
+async fn run(s: &TestServer, args: &[&str]) -> Output {
+    bare(binary(), s.dir.path())
+        .args(args)
         .arg("--server")
         .arg(&s.api)
         .arg("--ca")
         .arg(s.dir.path().join("ca.crt"))
-        .arg("--token")
-        .arg(token);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("ROLLGATE_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.output().await.unwrap()
+        .output()
+        .await
+        .unwrap()
+}
+
+/// Runs `rollgate ARGS --server … --ca … --token TOKEN`.
+async fn rollgate(s: &TestServer, token: &str, args: &[&str]) -> Output {
+    let mut args = args.to_vec();
+    args.extend(["--token", token]);
+    run(s, &args).await
 }
 
 fn stdout(out: &Output) -> String {
@@ -31,6 +54,34 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+/// Asserts exit code 1 and returns stderr.
+fn failed(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a failure\nstdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+    stderr(out)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
 }
 
 #[tokio::test]
@@ -114,27 +165,559 @@ async fn cli_files_approves_and_lists_over_https() {
 }
 
 #[tokio::test]
-async fn cli_refuses_a_bad_token_and_an_untrusted_server() {
+async fn cli_errors_say_what_to_fix_and_exit_non_zero() {
     let s = spawn_server("{}").await;
 
-    let out = rollgate(&s, "rg-dev-nobody", &["ticket", "list"]).await;
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let text = failed(&rollgate(&s, "rg-dev-nobody", &["ticket", "list"]).await);
+    assert!(
+        text.contains("401: the API refused the token from --token/ROLLGATE_TOKEN")
+            && text.contains("demo tokens are in users.json"),
+        "a refused token says so and where tokens come from: {text}"
+    );
 
-    // Another CA: the CLI must not talk to a server it cannot authenticate.
-    let other = spawn_server("{}").await;
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_rollgate"));
-    let out = cmd
-        .args([
-            "ticket", "list", "--server", &s.api, "--token", &s.alice, "--ca",
-        ])
-        .arg(other.dir.path().join("ca.crt"))
-        .env_remove("ROLLGATE_SERVER")
+    // 403: the API's detail names what is missing.
+    let text = failed(&rollgate(&s, &s.alice, &["audit", "list"]).await);
+    assert!(
+        text.contains("403: alice may not read every namespace"),
+        "{text}"
+    );
+    let text = failed(&rollgate(&s, &s.alice, &["grant", "list", "-n", "production"]).await);
+    assert!(
+        text.contains("403: alice is neither an auditor nor an approver for namespace production"),
+        "{text}"
+    );
+
+    // 404 and 409 carry the API's detail too.
+    let text = failed(&rollgate(&s, &s.alice, &["ticket", "show", "99"]).await);
+    assert!(text.contains("404: ticket 99 does not exist"), "{text}");
+    let ticket = s.approved_ticket().await;
+    let id = ticket["id"].as_str().unwrap();
+    let text = failed(&rollgate(&s, &s.bob, &["ticket", "reject", id]).await);
+    assert!(text.contains("409:") && text.contains("APPROVED"), "{text}");
+
+    // Nothing listens on port 1: the URL is named, and where to change it.
+    let out = bare(binary(), s.dir.path())
+        .args(["ticket", "list", "--token", &s.alice])
+        .args(["--server", "https://127.0.0.1:1"])
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    let text = failed(&out);
+    assert!(
+        text.contains("cannot reach the rollgate API at https://127.0.0.1:1")
+            && text.contains("--server or ROLLGATE_SERVER"),
+        "{text}"
+    );
+
+    // Another CA: the CLI must not talk to a server it cannot authenticate.
+    let other = spawn_server("{}").await;
+    let out = bare(binary(), s.dir.path())
+        .args(["ticket", "list", "--server", &s.api, "--token", &s.alice])
+        .arg("--ca")
+        .arg(other.dir.path().join("ca.crt"))
+        .output()
+        .await
+        .unwrap();
+    let text = failed(&out);
+    assert!(
+        text.contains(&format!(
+            "{} presented a certificate this client does not trust",
+            s.api
+        )) && text.contains("--ca or ROLLGATE_CA"),
+        "{text}"
+    );
+
+    // The same variables, from the environment instead of flags.
+    let out = bare(binary(), s.dir.path())
+        .args(["ticket", "list", "-o", "name"])
+        .env("ROLLGATE_SERVER", &s.api)
+        .env("ROLLGATE_CA", s.dir.path().join("ca.crt"))
+        .env("ROLLGATE_TOKEN", &s.alice)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(ok(&out).trim(), id);
+}
+
+#[tokio::test]
+async fn every_ticket_grant_and_audit_command_works_over_https() {
+    let s = spawn_server("{}").await;
+    let request = |app: &'static str| {
+        [
+            "ticket",
+            "request",
+            "-n",
+            "production",
+            app,
+            "--reason",
+            "rotate the keys",
+            "-o",
+            "json",
+        ]
+    };
+
+    let first = json(&rollgate(&s, &s.alice, &request("checkout-api")).await);
+    assert_eq!(first["status"], "PENDING", "{first}");
+    assert_eq!(first["action"], "any", "--action defaults to any: {first}");
+    let id = first["id"].as_str().unwrap().to_owned();
+    let second = json(&rollgate(&s, &s.alice, &request("ledger")).await);
+    let second_id = second["id"].as_str().unwrap().to_owned();
+    let third = json(&rollgate(&s, &s.alice, &request("search")).await);
+    let third_id = third["id"].as_str().unwrap().to_owned();
+
+    let text = ok(&rollgate(&s, &s.bob, &["ticket", "list", "--status", "pending"]).await);
+    assert!(text.starts_with("ID  NUMBER"), "a table: {text}");
+    for number in ["RG-000001", "RG-000002", "RG-000003"] {
+        assert!(text.contains(number), "{number} missing from\n{text}");
+    }
+    let names = ok(&rollgate(
+        &s,
+        &s.bob,
+        &["ticket", "list", "--application", "ledger", "-o", "name"],
+    )
+    .await);
+    assert_eq!(names.trim(), second_id);
+
+    let text = ok(&rollgate(&s, &s.bob, &["ticket", "show", &id, "-o", "yaml"]).await);
+    assert!(
+        text.contains("number: RG-000001") && text.contains("reason: rotate the keys"),
+        "{text}"
+    );
+    let text = ok(&rollgate(&s, &s.bob, &["ticket", "show", &id]).await);
+    assert!(text.contains("Reason: rotate the keys"), "{text}");
+
+    let rejected = json(
+        &rollgate(
+            &s,
+            &s.bob,
+            &[
+                "ticket",
+                "reject",
+                &second_id,
+                "--comment",
+                "not now",
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(rejected["status"], "REJECTED", "{rejected}");
+    assert_eq!(rejected["comment"], "not now", "{rejected}");
+    let text = ok(&rollgate(&s, &s.alice, &["ticket", "cancel", &third_id]).await);
+    assert!(text.contains("CANCELLED"), "{text}");
+
+    let text = ok(&rollgate(&s, &s.bob, &["ticket", "approve", &id]).await);
+    assert!(text.contains("APPROVED"), "{text}");
+    let grant = json(&rollgate(&s, &s.alice, &["ticket", "grant", &id, "-o", "json"]).await);
+    let jti = grant["jti"].as_str().unwrap().to_owned();
+    assert_eq!(
+        grant["token"].as_str().unwrap().split('.').count(),
+        3,
+        "{grant}"
+    );
+
+    let text = ok(&rollgate(&s, &s.carol, &["grant", "list", "-n", "production"]).await);
+    assert!(text.contains(&jti) && text.contains("alice"), "{text}");
+    assert!(
+        !text.contains(grant["token"].as_str().unwrap()),
+        "grant list never shows a token"
+    );
+    let names = ok(&rollgate(
+        &s,
+        &s.carol,
+        &["grant", "list", "--user", "alice", "-o", "name"],
+    )
+    .await);
+    assert_eq!(names.trim(), jti);
+
+    let text = ok(&rollgate(
+        &s,
+        &s.bob,
+        &["grant", "revoke", &jti, "--reason", "rolled back"],
+    )
+    .await);
+    assert!(text.contains(&format!("Grant {jti} revoked")), "{text}");
+    let list = json(
+        &rollgate(
+            &s,
+            &s.carol,
+            &["grant", "list", "-n", "production", "-o", "json"],
+        )
+        .await,
+    );
+    assert_eq!(list["items"], serde_json::json!([]), "revoked: {list}");
+
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "list", "--event", "grant_revoked"]).await);
+    assert!(text.contains("GRANT_REVOKED"), "{text}");
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "list", "--limit", "1"]).await);
+    assert!(text.contains("More: rollgate audit list --after"), "{text}");
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "verify"]).await);
+    assert!(text.starts_with("Audit chain intact:"), "{text}");
+    let report = json(&rollgate(&s, &s.carol, &["audit", "verify", "-o", "json"]).await);
+    assert_eq!(report["ok"], true, "{report}");
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "verify", "-o", "yaml"]).await);
+    assert!(text.contains("ok: true"), "{text}");
+}
+
+#[tokio::test]
+async fn redeploy_sends_the_callers_grant_and_prints_the_apis_answer() {
+    let s = spawn_server("{}").await;
+    let ticket = s.approved_ticket().await;
+    let id = ticket["id"].as_str().unwrap();
+
+    // Without --ticket the CLI finds alice's approved ticket; the server checks
+    // the grant before it can say there is no cluster (a demo token gets 401).
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.alice,
+            &["redeploy", "-n", "production", "checkout-api"],
+        )
+        .await,
+    );
+    assert!(
+        text.contains(
+            "503: no cluster configured: rollgate cannot redeploy production/checkout-api"
+        ),
+        "{text}"
+    );
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.alice,
+            &[
+                "redeploy",
+                "-n",
+                "production",
+                "checkout-api",
+                "--ticket",
+                id,
+                "--kind",
+                "deployment",
+                "--name",
+                "checkout-api",
+                "--reason",
+                "new certs",
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert!(text.contains("503: no cluster configured"), "{text}");
+
+    // bob has no approved ticket of his own: the CLI says how to get one.
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.bob,
+            &["redeploy", "-n", "production", "checkout-api"],
+        )
+        .await,
+    );
+    assert!(
+        text.contains("none of your approved tickets for production/checkout-api has a live grant")
+            && text.contains("rollgate ticket request -n production checkout-api --action restart"),
+        "{text}"
+    );
+    // Someone else's ticket, named: the API's 403 detail.
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.bob,
+            &[
+                "redeploy",
+                "-n",
+                "production",
+                "checkout-api",
+                "--ticket",
+                id,
+            ],
+        )
+        .await,
+    );
+    assert!(text.contains("403: only the requester (alice)"), "{text}");
+
+    // A revoked grant is no grant.
+    let jti = ticket["grant"]["jti"].as_str().unwrap();
+    ok(&rollgate(&s, &s.bob, &["grant", "revoke", jti]).await);
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.alice,
+            &["redeploy", "-n", "production", "checkout-api"],
+        )
+        .await,
+    );
+    assert!(text.contains("has a live grant"), "{text}");
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.alice,
+            &[
+                "redeploy",
+                "-n",
+                "production",
+                "checkout-api",
+                "--ticket",
+                id,
+            ],
+        )
+        .await,
+    );
+    assert!(text.contains("409:") && text.contains("revoked"), "{text}");
+}
+
+/// A kubeconfig in `dir` whose cluster is never contacted (the server comes
+/// from --server): context `alice` (current) with a static token, `bob`
+/// with an exec plugin printing an ExecCredential (and leaving a mark in
+/// `exec-ran`), `cert` with a client certificate only, `broken` with an exec
+/// plugin that fails.
+fn mk_kubeconfig(dir: &Path, alice: &str, bob: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+
+    let plugin = dir.join("credential-plugin.sh");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nprintf '%s' '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{bob}\"}}}}'\n",
+            dir.join("exec-ran").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.join("kubeconfig.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: somewhere
+  cluster:
+    server: https://kubernetes.invalid:6443
+users:
+- name: alice-token
+  user:
+    token: {alice}
+- name: bob-exec
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: {plugin}
+      interactiveMode: Never
+- name: cert-only
+  user:
+    client-certificate-data: eA==
+    client-key-data: eA==
+- name: broken-exec
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: /bin/false
+      interactiveMode: Never
+contexts:
+- name: alice
+  context: {{cluster: somewhere, user: alice-token}}
+- name: bob
+  context: {{cluster: somewhere, user: bob-exec}}
+- name: cert
+  context: {{cluster: somewhere, user: cert-only}}
+- name: broken
+  context: {{cluster: somewhere, user: broken-exec}}
+current-context: alice
+"#,
+            plugin = plugin.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn kubeconfig_token_and_exec_plugin_authenticate_the_cli() {
+    let s = spawn_server("{}").await;
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = mk_kubeconfig(home.path(), &s.alice, &s.bob);
+    let kc = kubeconfig.to_str().unwrap();
+
+    // The current context's static token: alice files the ticket.
+    let filed = json(
+        &run(
+            &s,
+            &[
+                "ticket",
+                "request",
+                "-n",
+                "production",
+                "checkout-api",
+                "--reason",
+                "rotate",
+                "--kubeconfig",
+                kc,
+                "-o",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(filed["requester"], "alice", "{filed}");
+    let id = filed["id"].as_str().unwrap();
+
+    // Context bob: the exec plugin's token, found through KUBECONFIG as kubectl does.
+    let out = bare(binary(), home.path())
+        .args(["ticket", "approve", id, "--context", "bob", "-o", "json"])
+        .args(["--server", &s.api, "--ca"])
+        .arg(s.dir.path().join("ca.crt"))
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let approved = json(&out);
+    assert_eq!(approved["decidedBy"], "bob", "{approved}");
+    assert!(home.path().join("exec-ran").exists(), "the exec plugin ran");
+
+    // --token wins over the kubeconfig.
+    let out = run(
+        &s,
+        &["audit", "verify", "--kubeconfig", kc, "--token", &s.carol],
+    )
+    .await;
+    assert!(ok(&out).starts_with("Audit chain intact"));
+
+    // redeploy with the kubeconfig user's grant.
+    let text = failed(
+        &run(
+            &s,
+            &[
+                "redeploy",
+                "-n",
+                "production",
+                "checkout-api",
+                "--kubeconfig",
+                kc,
+            ],
+        )
+        .await,
+    );
+    assert!(text.contains("503: no cluster configured"), "{text}");
+}
+
+#[tokio::test]
+async fn kubeconfig_problems_name_the_context_and_user() {
+    let s = spawn_server("{}").await;
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = mk_kubeconfig(home.path(), "rg-dev-stale", &s.bob);
+    let kc = kubeconfig.to_str().unwrap();
+
+    let text = failed(&run(&s, &["ticket", "list", "--kubeconfig", kc]).await);
+    assert!(
+        text.contains(
+            r#"401: the API refused the token of kubeconfig user "alice-token" (context "alice")"#
+        ),
+        "{text}"
+    );
+    let text = failed(
+        &run(
+            &s,
+            &["ticket", "list", "--kubeconfig", kc, "--context", "cert"],
+        )
+        .await,
+    );
+    assert!(
+        text.contains(r#"the kubeconfig user "cert-only" (context "cert") has no token"#)
+            && text.contains("pass --token or set ROLLGATE_TOKEN"),
+        "{text}"
+    );
+    let text = failed(
+        &run(
+            &s,
+            &["ticket", "list", "--kubeconfig", kc, "--context", "broken"],
+        )
+        .await,
+    );
+    assert!(
+        text.contains(
+            r#"cannot get a token for the kubeconfig user "broken-exec" (context "broken")"#
+        ),
+        "{text}"
+    );
+    let text = failed(
+        &run(
+            &s,
+            &["ticket", "list", "--kubeconfig", kc, "--context", "prod"],
+        )
+        .await,
+    );
+    assert!(
+        text.contains(r#"the kubeconfig has no context "prod" (it has: alice, bob, cert, broken)"#),
+        "{text}"
+    );
+    // No token and no kubeconfig at all ($HOME has no .kube).
+    let text = failed(&run(&s, &["ticket", "list"]).await);
+    assert!(
+        text.starts_with("error: no credentials: pass --token or set ROLLGATE_TOKEN"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn installed_as_kubectl_rollgate_it_speaks_as_kubectl_rollgate() {
+    let s = spawn_server("{}").await;
+    let bin = tempfile::tempdir().unwrap();
+    let plugin = bin.path().join("kubectl-rollgate");
+    std::os::unix::fs::symlink(binary(), &plugin).unwrap();
+
+    let out = bare(&plugin, bin.path())
+        .arg("--help")
+        .output()
+        .await
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("Usage: kubectl rollgate <COMMAND>"), "{text}");
+    assert!(text.contains("redeploy"), "{text}");
+
+    let out = bare(&plugin, bin.path())
+        .args(["ticket", "request", "-n", "production"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr(&out).contains("Usage: kubectl rollgate ticket request"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = bare(&plugin, bin.path())
+        .args([
+            "ticket",
+            "request",
+            "-n",
+            "production",
+            "checkout-api",
+            "--reason",
+            "why",
+        ])
+        .args(["--server", &s.api, "--token", &s.alice, "--ca"])
+        .arg(s.dir.path().join("ca.crt"))
+        .output()
+        .await
+        .unwrap();
+    let text = ok(&out);
+    assert!(
+        text.contains("An approver (not you) runs: kubectl rollgate ticket approve 1"),
+        "{text}"
+    );
+
+    // Under its own name it stays `rollgate`.
+    let text = ok(&bare(binary(), bin.path())
+        .arg("--help")
+        .output()
+        .await
+        .unwrap());
+    assert!(text.contains("Usage: rollgate <COMMAND>"), "{text}");
 }
 
 #[tokio::test]
