@@ -95,7 +95,8 @@ fn pure_path(iterations: usize) {
 
 async fn http_path(sequential: usize, concurrent: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = "{}";
+    // Thousands of allowed restarts of one application: no rate limit here.
+    let yaml = "policy:\n  rateLimit: {limit: 0}\n";
     let args = <ServeCli as clap::Parser>::parse_from([
         "x",
         "--dev",

@@ -133,14 +133,67 @@ impl Members {
     }
 }
 
-/// Approvers and auditors per namespace; the key `"*"` applies to every namespace.
+/// Approvers and auditors per namespace, and how many distinct approvers a
+/// ticket needs; the key `"*"` applies to every namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Roles {
     #[serde(default)]
     pub approvers: BTreeMap<String, Members>,
     #[serde(default)]
     pub auditors: BTreeMap<String, Members>,
+    #[serde(default)]
+    pub required_approvals: RequiredApprovals,
+}
+
+/// Most approvals `roles.requiredApprovals` may require.
+pub const MAX_REQUIRED_APPROVALS: u32 = 10;
+
+/// How many distinct approvers (never the requester) a ticket needs before it
+/// is approved, per namespace (`roles.requiredApprovals`, e.g.
+/// `{"*": 1, production: 2}`): the namespace's own key, else `"*"`, else 1.
+/// A ticket keeps the number it was filed with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RequiredApprovals(BTreeMap<String, u32>);
+
+impl RequiredApprovals {
+    /// `counts` keyed by namespace or `"*"`; [`Config::load`] validates them.
+    pub fn new(counts: BTreeMap<String, u32>) -> Self {
+        Self(counts)
+    }
+
+    /// The approvals a ticket filed in `namespace` needs (at least 1).
+    pub fn for_namespace(&self, namespace: &str) -> u32 {
+        self.0
+            .get(namespace)
+            .or_else(|| self.0.get("*"))
+            .copied()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// Every key is `"*"` or a DNS-1123 label, every count within 1..=10.
+    fn validate(&self) -> Result<(), Error> {
+        const KEY: &str = "roles.requiredApprovals";
+        for (namespace, count) in &self.0 {
+            if namespace != "*" {
+                crate::tickets::validate_dns_label(namespace).map_err(|reason| {
+                    invalid(
+                        KEY,
+                        format!("{namespace:?}: {reason}, or \"*\" for every namespace"),
+                    )
+                })?;
+            }
+            if !(1..=MAX_REQUIRED_APPROVALS).contains(count) {
+                return Err(invalid(
+                    KEY,
+                    format!("{namespace:?}: {count} is not between 1 and {MAX_REQUIRED_APPROVALS}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Roles {
@@ -231,6 +284,10 @@ pub struct Config {
     pub tls_reload_interval: Duration,
     /// How often expired tickets and grants are swept (and recorded).
     pub sweep_interval: Duration,
+    /// Where ticket and grant events are sent (`notifications`); empty: nowhere.
+    pub notifications: Vec<crate::notify::Receiver>,
+    /// Most tickets one user may file per window; `None`: unlimited.
+    pub ticket_rate_limit: Option<crate::policy::RateLimit>,
 }
 
 /// The YAML file's shape. Every key is optional; unknown keys are refused.
@@ -256,6 +313,8 @@ struct FileConfig {
     pending_ticket_ttl: Option<String>,
     tls_reload_interval: Option<String>,
     sweep_interval: Option<String>,
+    #[serde(default)]
+    notifications: Vec<crate::notify::ReceiverSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +334,41 @@ struct FilePolicy {
     exempt_groups: Option<Vec<String>>,
     gate_any_template_change: Option<bool>,
     failure_mode: Option<FailureMode>,
+    fail_open_namespaces: Option<Vec<String>>,
+    rate_limit: Option<FileRateLimit>,
+    ticket_rate_limit: Option<FileRateLimit>,
+}
+
+/// `{limit: 6, window: 1h}`; `limit: 0` turns the limit off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileRateLimit {
+    limit: u32,
+    window: Option<String>,
+}
+
+fn rate_limit(
+    key: &'static str,
+    file: Option<FileRateLimit>,
+    default: crate::policy::RateLimit,
+) -> Result<Option<crate::policy::RateLimit>, Error> {
+    let Some(file) = file else {
+        return Ok(Some(default));
+    };
+    if file.limit == 0 {
+        return Ok(None);
+    }
+    let window = match file.window.as_deref() {
+        Some(w) => parse_duration(key, w)?,
+        None => default.window,
+    };
+    if window.is_zero() || window > Duration::from_secs(7 * 86400) {
+        return Err(invalid(key, "window must be between 1s and 7d"));
+    }
+    Ok(Some(crate::policy::RateLimit {
+        limit: file.limit,
+        window,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -371,7 +465,15 @@ impl Config {
             (None, None) => StoreConfig::Sqlite(PathBuf::from("rollgate.db")),
         };
 
-        let file_policy = file.policy.unwrap_or_default();
+        let mut file_policy = file.policy.unwrap_or_default();
+        let ticket_rate_limit = rate_limit(
+            "policy.ticketRateLimit",
+            file_policy.ticket_rate_limit.take(),
+            crate::policy::RateLimit {
+                limit: 20,
+                window: Duration::from_secs(3600),
+            },
+        )?;
         let mut protected: BTreeSet<String> = file_policy
             .protected_namespaces
             .unwrap_or_default()
@@ -416,6 +518,17 @@ impl Config {
                 .into_iter()
                 .collect(),
             gate_any_template_change: file_policy.gate_any_template_change.unwrap_or(false),
+            rate_limit: rate_limit(
+                "policy.rateLimit",
+                file_policy.rate_limit.take(),
+                crate::policy::RateLimit::default(),
+            )?,
+            fail_open_namespaces: file_policy
+                .fail_open_namespaces
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             failure_mode: args
                 .failure_mode
                 .or(file_policy.failure_mode)
@@ -425,6 +538,12 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| crate::policy::DEFAULT_ROLLGATE_USERNAME.into()),
         };
+
+        for ns in &policy.fail_open_namespaces {
+            crate::tickets::validate_dns_label(ns).map_err(|reason| {
+                invalid("policy.failOpenNamespaces", format!("{ns:?}: {reason}"))
+            })?;
+        }
 
         let file_grants = file.grants.unwrap_or_default();
         let defaults = GrantSettings::default();
@@ -454,6 +573,7 @@ impl Config {
         }
 
         let mut roles = file.roles.unwrap_or_default();
+        roles.required_approvals.validate()?;
         let users_file = args
             .users_file
             .clone()
@@ -501,6 +621,9 @@ impl Config {
             return Err(invalid("publicApiUrl", "must be an https:// URL"));
         }
 
+        let notifications =
+            crate::notify::receivers(file.notifications).map_err(|e| invalid(e.key, e.reason))?;
+
         Ok(Self {
             webhook_addr,
             api_addr,
@@ -523,10 +646,12 @@ impl Config {
             kubeconfig: args.kubeconfig.clone(),
             pending_ticket_ttl,
             tls_reload_interval,
+            ticket_rate_limit,
             sweep_interval: match file.sweep_interval.as_deref() {
                 Some(v) => parse_duration("sweepInterval", v)?,
                 None => Duration::from_secs(15),
             },
+            notifications,
         })
     }
 
@@ -687,11 +812,78 @@ mod tests {
                 "policy.protectedNamespaces",
             ),
             ("storeTimeout: 1m\n", "storeTimeout"),
+            (
+                "roles:\n  requiredApprovals: {production: 0}\n",
+                "roles.requiredApprovals",
+            ),
+            (
+                "roles:\n  requiredApprovals: {\"*\": 11}\n",
+                "roles.requiredApprovals",
+            ),
+            (
+                "roles:\n  requiredApprovals: {Prod_1: 2}\n",
+                "roles.requiredApprovals",
+            ),
+            (
+                "notifications:\n  - {name: chat, url: ftp://x/y, format: slack}\n",
+                "notifications.url",
+            ),
+            (
+                "notifications:\n  - {name: a, url: https://x/1, format: json}\n  - {name: a, url: https://x/2, format: json}\n",
+                "notifications.name",
+            ),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, &args(&["--dev"])).unwrap_err();
             assert!(err.to_string().contains(key), "{yaml:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn notification_receivers_come_from_the_file() {
+        let yaml = "notifications:\n  - name: chat\n    urlFile: /run/slack/url\n    format: slack\n    events: [TICKET_CREATED]\n";
+        let config = Config::from_yaml(yaml, &args(&["--dev"])).unwrap();
+        let [chat] = config.notifications.as_slice() else {
+            panic!("one receiver: {:?}", config.notifications)
+        };
+        assert_eq!(chat.name, "chat");
+        assert!(chat.wants(crate::notify::EventKind::TicketCreated));
+        assert!(!chat.wants(crate::notify::EventKind::TicketApproved));
+        let typo =
+            "notifications:\n  - {name: chat, url: https://x/y, format: slack, header: {}}\n";
+        assert!(Config::from_yaml(typo, &args(&["--dev"])).is_err());
+    }
+
+    #[test]
+    fn required_approvals_apply_per_namespace_then_star_then_one() {
+        let config = Config::from_yaml("{}", &args(&["--dev"])).unwrap();
+        assert_eq!(
+            config.roles.required_approvals.for_namespace("production"),
+            1,
+            "default"
+        );
+        let yaml = "roles:\n  requiredApprovals: {\"*\": 2, production: 3}\n";
+        let config = Config::from_yaml(yaml, &args(&["--dev"])).unwrap();
+        let rules = &config.roles.required_approvals;
+        for (namespace, want) in [("production", 3), ("staging", 2)] {
+            assert_eq!(rules.for_namespace(namespace), want, "{namespace}");
+        }
+        let only = Config::from_yaml(
+            "roles:\n  requiredApprovals: {production: 2}\n",
+            &args(&["--dev"]),
+        )
+        .unwrap();
+        assert_eq!(only.roles.required_approvals.for_namespace("staging"), 1);
+        let err = Config::from_yaml(
+            "roles:\n  requiredApprovals: {production: 0}\n",
+            &args(&["--dev"]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"production\": 0 is not between 1 and 10"),
+            "{err}"
+        );
     }
 
     #[test]

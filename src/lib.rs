@@ -17,6 +17,7 @@ pub mod config;
 pub mod dev;
 pub mod grants;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod redeploy;
 pub mod server;

@@ -16,6 +16,7 @@ pub const DURATION_SECONDS: &str = "app_redeploy_duration_seconds";
 pub const ADMISSION_REQUESTS_TOTAL: &str = "rollgate_admission_requests_total";
 pub const ADMISSION_DURATION_SECONDS: &str = "rollgate_admission_duration_seconds";
 pub const STORE_UP: &str = "rollgate_store_up";
+pub const NOTIFICATIONS_TOTAL: &str = "rollgate_notifications_total";
 
 /// Every metric rollgate exports, registered in one registry.
 pub struct Metrics {
@@ -29,6 +30,7 @@ pub struct Metrics {
     pub admission_requests_total: IntCounterVec,
     pub admission_duration_seconds: Histogram,
     pub store_up: IntGauge,
+    pub notifications_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,6 +67,11 @@ impl Metrics {
             OPERATIONS_TOTAL,
             "Redeploy operations by outcome.",
             &["application", "namespace", "username", "result"],
+        )?;
+        let notifications_total = counter(
+            NOTIFICATIONS_TOTAL,
+            "Outgoing notifications by receiver and result (sent, failed, dropped).",
+            &["receiver", "result"],
         )?;
         let admission_requests_total = counter(
             ADMISSION_REQUESTS_TOTAL,
@@ -110,6 +117,7 @@ impl Metrics {
             admission_requests_total,
             admission_duration_seconds,
             store_up,
+            notifications_total,
         })
     }
 
@@ -122,6 +130,13 @@ impl Metrics {
     pub fn token_created(&self, application: &str, username: &str, result: &str) {
         self.token_created_total
             .with_label_values(&[application, username, result])
+            .inc();
+    }
+
+    /// Counts one notification to `receiver`: `sent`, `failed` or `dropped`.
+    pub fn notification(&self, receiver: &str, result: &str) {
+        self.notifications_total
+            .with_label_values(&[receiver, result])
             .inc();
     }
 

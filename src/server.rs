@@ -75,6 +75,8 @@ pub enum Error {
         "no way to authenticate API callers: give rollgate a cluster (--kubeconfig, or run it in a pod) for TokenReview, or a usersFile"
     )]
     NoAuthenticator,
+    #[error("cannot set up notifications")]
+    Notify(#[from] crate::notify::Error),
 }
 
 /// A started server: its bound addresses and a handle to stop it.
@@ -135,6 +137,8 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     }
     let authenticator: Arc<dyn Authenticator> = Arc::new(FirstOf(authenticators));
     let authorizer: Arc<dyn Authorizer> = Arc::new(AnyOf(authorizers));
+    let (notifier, deliveries) =
+        crate::notify::Notifier::new(config.notifications.clone(), metrics.clone())?;
     let desk = TicketDesk {
         tickets: stores.tickets.clone(),
         grants: stores.grants.clone(),
@@ -143,6 +147,9 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         authorizer: authorizer.clone(),
         metrics: metrics.clone(),
         pending_ttl: config.pending_ticket_ttl,
+        notifier,
+        required_approvals: config.roles.required_approvals.clone(),
+        ticket_rate_limit: config.ticket_rate_limit,
     };
     let namespaces = Arc::new(NamespaceIndex::new(
         &config.policy.protected_label,
@@ -218,6 +225,8 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         tokio::spawn(watch_store(state.clone())),
         tokio::spawn(expire_tickets(state.desk.clone(), config.sweep_interval)),
     ];
+    // Started once the API port is known: messages link to the bound URL.
+    background.extend(deliveries.spawn(state.public_api_url.clone()));
     if let Some(client) = kube {
         background.push(tokio::spawn(crate::policy::index::watch(
             client, namespaces,
@@ -369,12 +378,16 @@ async fn expire_tickets(desk: TicketDesk, every: Duration) {
         match desk.expire_stale().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired pending tickets"),
-            Err(e) => tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets"),
+            Err(e) => {
+                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets")
+            }
         }
         match desk.expire_grants().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "grants expired"),
-            Err(e) => tracing::warn!(error = %crate::admission::error_chain(&e), "cannot record expired grants"),
+            Err(e) => {
+                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot record expired grants")
+            }
         }
     }
 }

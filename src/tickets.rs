@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditLog, AuditRecord};
 use crate::auth::{Caller, Role, SharedAuthorizer};
+use crate::config::RequiredApprovals;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{GrantStore, StoredGrant};
 use crate::metrics::Metrics;
+use crate::notify::{Event, EventKind, Notifier};
 
 /// What a ticket may allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -65,6 +67,11 @@ impl TicketStatus {
 pub struct TicketGrant {
     pub jti: String,
     pub expires_at: Timestamp,
+    /// Set when the grant was revoked (by an approver, or by cancelling the ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 /// The original design's ticket entry: the execution of the ticket.
@@ -75,6 +82,20 @@ pub struct TicketEntry {
     pub completed: bool,
     pub executed_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
+}
+
+/// One approver's approval of a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketApproval {
+    pub by: String,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A redeploy ticket (DESIGN.md "Ticket API").
@@ -95,18 +116,47 @@ pub struct Ticket {
     pub comment: Option<String>,
     pub grant: Option<TicketGrant>,
     pub entry: TicketEntry,
+    /// For an image change: the only image references its grant admits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// How many gated changes its grant admits; unlimited when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
+    /// Approvals so far, in order; each approver at most once, never the requester.
+    #[serde(default)]
+    pub approvals: Vec<TicketApproval>,
+    /// Distinct approvals that approve the ticket, fixed when it is filed
+    /// (`roles.requiredApprovals` of its namespace); 1 for tickets stored before.
+    #[serde(default = "one")]
+    pub required_approvals: u32,
+    /// Counts the stored changes of the ticket: the store's compare-and-set
+    /// replaces a ticket only at the revision its writer read.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// `POST /v1/tickets` body. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct NewTicket {
     pub namespace: String,
     pub application: String,
     pub reason: String,
     #[serde(default)]
     pub action: Action,
+    /// Pins an image change to these exact references (action image or any).
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Pins the number of uses, e.g. 1 for a single restart.
+    #[serde(default)]
+    pub max_uses: Option<u32>,
 }
+
+/// Most image references a ticket may pin.
+pub const MAX_PINNED_IMAGES: usize = 20;
+/// Most uses a ticket may pin.
+pub const MAX_USES: u32 = 100;
 
 /// Filters of `GET /v1/tickets`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -147,6 +197,25 @@ pub enum Error {
         number: String,
         status: &'static str,
     },
+    #[error(
+        "{by} already approved ticket {number} ({have} of {need} approvals): each approver counts once, so another approver must approve"
+    )]
+    AlreadyApproved {
+        number: String,
+        by: String,
+        have: u32,
+        need: u32,
+    },
+    #[error(
+        "ticket {number} has {have} of {need} approvals: it is approved once {need} distinct approvers approved"
+    )]
+    AwaitingApprovals {
+        number: String,
+        have: u32,
+        need: u32,
+    },
+    #[error("ticket {0} kept changing under concurrent updates: try again")]
+    Contention(String),
     #[error("ticket {number} is {status}, so it has no grant to fetch")]
     NoGrant {
         number: String,
@@ -154,6 +223,10 @@ pub enum Error {
     },
     #[error("the store is unavailable")]
     Store(#[from] crate::store::Error),
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after: i64 },
+    #[error("no live grant {0}: list them with GET /v1/grants")]
+    NoSuchGrant(String),
     #[error("cannot check the caller's role")]
     Auth(#[from] crate::auth::Error),
     #[error("cannot sign the grant")]
@@ -187,7 +260,39 @@ impl NewTicket {
             field: "application",
             reason,
         })?;
-        validate_text("reason", &self.reason, true)
+        validate_text("reason", &self.reason, true)?;
+        if !self.images.is_empty() && self.action == Action::Restart {
+            return Err(Error::Invalid {
+                field: "images",
+                reason: "pins image changes, so the action must be image or any".into(),
+            });
+        }
+        if self.images.len() > MAX_PINNED_IMAGES {
+            return Err(Error::Invalid {
+                field: "images",
+                reason: format!("at most {MAX_PINNED_IMAGES} image references"),
+            });
+        }
+        for image in &self.images {
+            let ok = !image.is_empty()
+                && image.len() <= 512
+                && !image.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(Error::Invalid {
+                    field: "images",
+                    reason: format!(
+                        "{image:?} is not an image reference like registry.example.com/shop/web:v2.1.0"
+                    ),
+                });
+            }
+        }
+        if self.max_uses.is_some_and(|n| n == 0 || n > MAX_USES) {
+            return Err(Error::Invalid {
+                field: "maxUses",
+                reason: format!("must be between 1 and {MAX_USES}"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -248,7 +353,40 @@ impl Ticket {
             comment: None,
             grant: None,
             entry: TicketEntry::default(),
+            images: new.images,
+            max_uses: new.max_uses,
+            approvals: Vec::new(),
+            required_approvals: 1,
+            revision: 0,
         }
+    }
+
+    /// The ticket needing `approvals` distinct approvals (at least 1).
+    pub fn requiring(mut self, approvals: u32) -> Self {
+        self.required_approvals = approvals.max(1);
+        self
+    }
+
+    /// Approvals still missing before the ticket can be approved.
+    pub fn approvals_missing(&self) -> u32 {
+        let have = u32::try_from(self.approvals.len()).unwrap_or(u32::MAX);
+        self.required_approvals.max(1).saturating_sub(have)
+    }
+
+    /// Who approved so far, in order.
+    pub fn approvers(&self) -> Vec<String> {
+        self.approvals.iter().map(|a| a.by.clone()).collect()
+    }
+
+    fn approval_count(&self) -> u32 {
+        u32::try_from(self.approvals.len()).unwrap_or(u32::MAX)
+    }
+
+    fn requester_cannot_decide(&self, by: &str) -> Error {
+        Error::Forbidden(format!(
+            "{by} filed ticket {} and cannot approve or reject it: another approver must decide",
+            self.number
+        ))
     }
 
     fn ensure_pending(&self) -> Result<(), Error> {
@@ -273,27 +411,61 @@ impl Ticket {
             )));
         }
         if caller.username == self.requester {
-            return Err(Error::Forbidden(format!(
-                "{} filed ticket {} and cannot approve or reject it: another approver must decide",
-                caller.username, self.number
-            )));
+            return Err(self.requester_cannot_decide(&caller.username));
         }
         Ok(())
     }
 
-    /// The approved ticket, carrying its grant.
-    pub fn approve(
+    /// Adds `by`'s approval to a PENDING ticket, which stays PENDING: once no
+    /// approval is missing, the caller issues the grant and calls
+    /// [`Ticket::approve`]. Errors: `AlreadyDecided` when it is no longer
+    /// pending, `Forbidden` for its requester, `AlreadyApproved` when `by`
+    /// approved it before (each approver counts once).
+    pub fn add_approval(
         mut self,
         by: &str,
         comment: Option<String>,
-        grant: TicketGrant,
         now: Timestamp,
     ) -> Result<Self, Error> {
         self.ensure_pending()?;
+        if by == self.requester {
+            return Err(self.requester_cannot_decide(by));
+        }
+        if self.approvals.iter().any(|a| a.by == by) {
+            return Err(Error::AlreadyApproved {
+                number: self.number.clone(),
+                by: by.to_owned(),
+                have: self.approval_count(),
+                need: self.required_approvals,
+            });
+        }
+        self.approvals.push(TicketApproval {
+            by: by.to_owned(),
+            at: now,
+            comment,
+        });
+        Ok(self)
+    }
+
+    /// The approved ticket, carrying its grant: decided by its last approver,
+    /// with that approver's comment. Errors: `AlreadyDecided` when it is no
+    /// longer pending, `AwaitingApprovals` while approvals are missing.
+    pub fn approve(mut self, grant: TicketGrant, now: Timestamp) -> Result<Self, Error> {
+        self.ensure_pending()?;
+        let last = match self.approvals.last() {
+            Some(last) if self.approvals_missing() == 0 => last.clone(),
+            _ => {
+                return Err(Error::AwaitingApprovals {
+                    number: self.number.clone(),
+                    have: self.approval_count(),
+                    need: self.required_approvals,
+                });
+            }
+        };
         self.status = TicketStatus::Approved;
-        self.decided_by = Some(by.to_owned());
+        self.decided_by = Some(last.by);
         self.decided_at = Some(now);
-        self.comment = comment;
+        self.comment = last.comment;
         self.grant = Some(grant);
         self.entry = TicketEntry {
             success: true,
@@ -349,13 +521,29 @@ impl Ticket {
                 self.requester, self.number
             )));
         }
-        self.ensure_pending()?;
+        // An approved ticket may be cancelled too: its grant is revoked.
+        if self.status != TicketStatus::Approved {
+            self.ensure_pending()?;
+        }
+        if let Some(grant) = &mut self.grant {
+            grant.revoked_at.get_or_insert(now);
+            grant.revoked_by.get_or_insert_with(|| by.to_owned());
+        }
         self.status = TicketStatus::Cancelled;
         self.decided_by = Some(by.to_owned());
         self.decided_at = Some(now);
         self.entry.completed = true;
         self.entry.completed_at = Some(now);
         Ok(self)
+    }
+
+    /// Marks the ticket's grant revoked by `by`.
+    pub fn mark_revoked(mut self, by: &str, now: Timestamp) -> Self {
+        if let Some(grant) = &mut self.grant {
+            grant.revoked_at = Some(now);
+            grant.revoked_by = Some(by.to_owned());
+        }
+        self
     }
 }
 
@@ -371,12 +559,15 @@ pub trait TicketStore: Send + Sync + 'static {
     /// Tickets matching `filter`, newest first.
     async fn list_tickets(&self, filter: &TicketFilter)
     -> Result<Vec<Ticket>, crate::store::Error>;
-    /// Replaces the ticket only if its stored status is still `expected`
-    /// (so a ticket is decided once, even by racing replicas). False when it was not.
+    /// Replaces the ticket only if its stored revision is still
+    /// `expected_revision`, storing `ticket` with its own `revision` (the
+    /// caller sets `expected_revision + 1`). So of racing writers (replicas
+    /// too) who read the same revision exactly one wins; the others read the
+    /// ticket again. False when the revision moved on or the ticket does not exist.
     async fn update_ticket(
         &self,
         ticket: &Ticket,
-        expected: TicketStatus,
+        expected_revision: u64,
     ) -> Result<bool, crate::store::Error>;
 }
 
@@ -392,16 +583,30 @@ pub struct TicketDesk {
     pub metrics: Arc<Metrics>,
     /// How long a PENDING ticket waits for a decision before it expires.
     pub pending_ttl: std::time::Duration,
+    /// Told of every change once it is stored; never waits.
+    pub notifier: Notifier,
+    /// Distinct approvals a ticket needs, per namespace; fixed on the ticket when filed.
+    pub required_approvals: RequiredApprovals,
+    /// Most tickets one user may file per window; `None`: unlimited.
+    pub ticket_rate_limit: Option<crate::policy::RateLimit>,
 }
+
+/// Read-modify-write attempts of one ticket operation before it answers
+/// [`Error::Contention`]; each attempt re-reads the ticket and re-checks its rules.
+const CAS_ATTEMPTS: u32 = 5;
 
 impl TicketDesk {
     pub async fn create(&self, caller: &Caller, new: NewTicket) -> Result<Ticket, Error> {
         new.validate()?;
         let now = Timestamp::now();
+        self.check_ticket_rate(caller, now).await?;
         let requester = caller.username.clone();
+        let required = self.required_approvals.for_namespace(&new.namespace);
         let ticket = self
             .tickets
-            .create_ticket(Box::new(move |id| Ticket::file(id, new, &requester, now)))
+            .create_ticket(Box::new(move |id| {
+                Ticket::file(id, new, &requester, now).requiring(required)
+            }))
             .await?;
         // The original design's `env` is the environment, which here is the namespace.
         self.metrics
@@ -410,6 +615,12 @@ impl TicketDesk {
             r.reason = Some(ticket.reason.clone())
         })
         .await?;
+        self.announce(
+            EventKind::TicketCreated,
+            &ticket,
+            caller,
+            Some(ticket.reason.clone()),
+        );
         Ok(ticket)
     }
 
@@ -418,6 +629,46 @@ impl TicketDesk {
             .get_ticket(id)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))
+    }
+
+    /// Refuses a new ticket when `caller` filed the most the rate limit allows
+    /// within its window.
+    async fn check_ticket_rate(&self, caller: &Caller, now: Timestamp) -> Result<(), Error> {
+        let Some(rate) = self.ticket_rate_limit else {
+            return Ok(());
+        };
+        let window = i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX);
+        let filter = TicketFilter {
+            requester: Some(caller.username.clone()),
+            ..TicketFilter::default()
+        };
+        let mine = self.tickets.list_tickets(&filter).await?;
+        // Newest first: the limit-th most recent ticket decides when the next is allowed.
+        let recent: Vec<&Ticket> = mine
+            .iter()
+            .filter(|t| now.as_second() - t.created_at.as_second() < window)
+            .collect();
+        match recent.get(
+            usize::try_from(rate.limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(1),
+        ) {
+            Some(nth) if recent.len() >= rate.limit as usize => {
+                let retry_after = (nth.created_at.as_second() + window - now.as_second()).max(1);
+                Err(Error::RateLimited {
+                    detail: format!(
+                        "{} filed {} tickets in the last {}, the most policy.ticketRateLimit allows: \
+                         file the next one in {}",
+                        caller.username,
+                        rate.limit,
+                        crate::admission::decide::human_duration(window),
+                        crate::admission::decide::human_duration(retry_after),
+                    ),
+                    retry_after,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Ticket `id` if `caller` may decide it now: a valid comment, an
@@ -452,29 +703,41 @@ impl TicketDesk {
         self.get(id).await
     }
 
-    async fn expire_one(&self, ticket: Ticket, now: Timestamp) -> Result<(), Error> {
-        let expired = ticket.expire(now)?;
-        if self
-            .tickets
-            .update_ticket(&expired, TicketStatus::Pending)
-            .await?
-        {
-            let system = Caller {
-                username: "rollgate".into(),
-                groups: Vec::new(),
-            };
-            self.record(AuditEvent::TicketExpired, &expired, &system, |r| {
-                r.reason = Some("no decision within pendingTicketTtl".into())
-            })
-            .await?;
+    /// Expires `ticket` if it is still stale, reading it again when another
+    /// change won the race; true when this call expired it.
+    async fn expire_one(&self, mut ticket: Ticket, now: Timestamp) -> Result<bool, Error> {
+        for _ in 0..CAS_ATTEMPTS {
+            if !ticket.is_stale(now, self.pending_ttl) {
+                return Ok(false);
+            }
+            let read = ticket.revision;
+            if let Some(expired) = self.save(read, ticket.clone().expire(now)?).await? {
+                let system = Caller {
+                    username: "rollgate".into(),
+                    groups: Vec::new(),
+                };
+                self.record(AuditEvent::TicketExpired, &expired, &system, |r| {
+                    r.reason = Some("no decision within pendingTicketTtl".into())
+                })
+                .await?;
+                self.announce(EventKind::TicketExpired, &expired, &system, None);
+                return Ok(true);
+            }
+            match self.tickets.get_ticket(&ticket.id).await? {
+                Some(fresh) => ticket = fresh,
+                None => return Ok(false),
+            }
         }
-        Ok(())
+        Err(Error::Contention(ticket.id))
     }
 
     /// Records grants that expired unrevoked (`GRANT_EXPIRED`, and
     /// `app_redeploy_token_expired_total`), each once across replicas; returns how many.
     pub async fn expire_grants(&self) -> Result<usize, Error> {
-        let expired = self.grants.take_expired_grants(Timestamp::now().as_second()).await?;
+        let expired = self
+            .grants
+            .take_expired_grants(Timestamp::now().as_second())
+            .await?;
         for grant in &expired {
             self.metrics
                 .token_expired_total
@@ -501,8 +764,7 @@ impl TicketDesk {
         };
         let mut expired = 0;
         for ticket in self.tickets.list_tickets(&filter).await? {
-            if ticket.is_stale(now, self.pending_ttl) {
-                self.expire_one(ticket, now).await?;
+            if ticket.is_stale(now, self.pending_ttl) && self.expire_one(ticket, now).await? {
                 expired += 1;
             }
         }
@@ -513,19 +775,86 @@ impl TicketDesk {
         Ok(self.tickets.list_tickets(filter).await?)
     }
 
-    /// Approves ticket `id` and issues its grant.
+    /// Adds `caller`'s approval to ticket `id`. While fewer distinct
+    /// approvers than the ticket requires have approved, it stays PENDING and
+    /// the approval is recorded as TICKET_APPROVAL_ADDED; the approval that
+    /// completes it approves it and issues its grant (TICKET_APPROVED,
+    /// GRANT_ISSUED). Racing approvals each count once and the grant is issued
+    /// once: every write is a compare-and-set on the ticket's revision, and
+    /// the loser decides again on the fresh ticket.
     pub async fn approve(
         &self,
         caller: &Caller,
         id: &str,
         comment: Option<String>,
     ) -> Result<Ticket, Error> {
-        let ticket = self
-            .ticket_to_decide(caller, id, comment.as_deref())
+        for _ in 0..CAS_ATTEMPTS {
+            let ticket = self
+                .ticket_to_decide(caller, id, comment.as_deref())
+                .await?;
+            let read = ticket.revision;
+            let now = Timestamp::now();
+            let ticket = ticket.add_approval(&caller.username, comment.clone(), now)?;
+            if ticket.approvals_missing() > 0 {
+                let Some(stored) = self.save(read, ticket).await? else {
+                    continue;
+                };
+                let step = format!(
+                    "approval {} of {}",
+                    stored.approvals.len(),
+                    stored.required_approvals
+                );
+                self.record(AuditEvent::TicketApprovalAdded, &stored, caller, |r| {
+                    r.reason = Some(match &comment {
+                        Some(c) => format!("{step}: {c}"),
+                        None => step,
+                    });
+                    r.approvers = stored.approvers();
+                })
+                .await?;
+                return Ok(stored);
+            }
+            let (grant, ticket_grant) = self.issue_grant(&ticket, now).await?;
+            let Some(approved) = self.save(read, ticket.approve(ticket_grant, now)?).await? else {
+                // Another change won: withdraw this grant, decide again on the fresh ticket.
+                self.grants.revoke_grant(&grant.jti).await?;
+                continue;
+            };
+            self.metrics
+                .token_created(&approved.application, &approved.requester, "success");
+            // Seen at once here; the store sweep keeps the gauge right across replicas.
+            self.metrics.active_tokens_changed(1);
+            self.record(AuditEvent::TicketApproved, &approved, caller, |r| {
+                r.reason = approved.comment.clone();
+                r.approvers = approved.approvers();
+            })
             .await?;
+            self.record(AuditEvent::GrantIssued, &approved, caller, |r| {
+                r.grant_jti = Some(grant.jti.clone());
+                r.username = Some(grant.user.clone());
+            })
+            .await?;
+            self.announce(
+                EventKind::TicketApproved,
+                &approved,
+                caller,
+                approved.comment.clone(),
+            );
+            return Ok(approved);
+        }
+        Err(Error::Contention(id.to_owned()))
+    }
 
-        let now = Timestamp::now();
-        let claims = self.issuer.claims(
+    /// Signs and stores the grant of `ticket`, approved at `now`. It is stored
+    /// before the ticket is decided: if the decision then loses a race, the
+    /// grant is withdrawn; the reverse order could leave an APPROVED ticket
+    /// without a grant.
+    async fn issue_grant(
+        &self,
+        ticket: &Ticket,
+        now: Timestamp,
+    ) -> Result<(StoredGrant, TicketGrant), Error> {
+        let mut claims = self.issuer.claims(
             &ticket.requester,
             &ticket.namespace,
             &ticket.application,
@@ -535,6 +864,9 @@ impl TicketDesk {
             crate::random_id(),
             now.as_second(),
         );
+        // What the ticket pins travels in the signed grant, so the webhook enforces it.
+        claims.images = ticket.images.clone();
+        claims.max_uses = ticket.max_uses;
         let token = match self.issuer.sign(&claims) {
             Ok(token) => token,
             Err(e) => {
@@ -553,49 +885,31 @@ impl TicketDesk {
             expires_at: claims.exp,
             token,
         };
-        // Store the grant before deciding the ticket: if the decision loses a
-        // race, the grant is withdrawn; the reverse order could leave an
-        // APPROVED ticket without a grant.
         if let Err(e) = self.grants.put_grant(&grant).await {
             self.metrics
                 .token_created(&ticket.application, &ticket.requester, "failed");
             return Err(e.into());
         }
         let expires_at = Timestamp::from_second(claims.exp).unwrap_or(now);
-        let approved = ticket.clone().approve(
-            &caller.username,
-            comment,
-            TicketGrant {
-                jti: grant.jti.clone(),
-                expires_at,
-            },
-            now,
-        )?;
-        if !self
+        let shown = TicketGrant {
+            jti: grant.jti.clone(),
+            expires_at,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        Ok((grant, shown))
+    }
+
+    /// Stores `next`, a change of the ticket read at revision `read`, unless
+    /// another change was stored since: `None` then, and the caller reads the
+    /// ticket again and re-checks its rules.
+    async fn save(&self, read: u64, mut next: Ticket) -> Result<Option<Ticket>, Error> {
+        next.revision = read + 1;
+        Ok(self
             .tickets
-            .update_ticket(&approved, TicketStatus::Pending)
+            .update_ticket(&next, read)
             .await?
-        {
-            self.grants.revoke_grant(&grant.jti).await?;
-            let current = self.get(id).await?;
-            return Err(Error::AlreadyDecided {
-                number: current.number,
-                status: current.status.as_str(),
-            });
-        }
-        self.metrics
-            .token_created(&approved.application, &approved.requester, "success");
-        self.metrics.active_tokens_changed(1);
-        self.record(AuditEvent::TicketApproved, &approved, caller, |r| {
-            r.reason = approved.comment.clone()
-        })
-        .await?;
-        self.record(AuditEvent::GrantIssued, &approved, caller, |r| {
-            r.grant_jti = Some(grant.jti.clone());
-            r.username = Some(grant.user.clone());
-        })
-        .await?;
-        Ok(approved)
+            .then_some(next))
     }
 
     pub async fn reject(
@@ -604,19 +918,89 @@ impl TicketDesk {
         id: &str,
         comment: Option<String>,
     ) -> Result<Ticket, Error> {
-        let ticket = self
-            .ticket_to_decide(caller, id, comment.as_deref())
-            .await?;
-        let rejected = ticket.reject(&caller.username, comment, Timestamp::now())?;
-        self.decide(rejected, AuditEvent::TicketRejected, caller)
-            .await
+        for _ in 0..CAS_ATTEMPTS {
+            let ticket = self
+                .ticket_to_decide(caller, id, comment.as_deref())
+                .await?;
+            let read = ticket.revision;
+            let rejected = ticket.reject(&caller.username, comment.clone(), Timestamp::now())?;
+            if let Some(rejected) = self.save(read, rejected).await? {
+                return self
+                    .decided(rejected, AuditEvent::TicketRejected, caller)
+                    .await;
+            }
+        }
+        Err(Error::Contention(id.to_owned()))
     }
 
+    /// Cancels ticket `id` (its requester only); an approved ticket's grant is revoked.
     pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<Ticket, Error> {
-        let ticket = self.current(id).await?;
-        let cancelled = ticket.cancel(&caller.username, Timestamp::now())?;
-        self.decide(cancelled, AuditEvent::TicketCancelled, caller)
-            .await
+        for _ in 0..CAS_ATTEMPTS {
+            let ticket = self.current(id).await?;
+            let (read, was) = (ticket.revision, ticket.status);
+            let cancelled = ticket.cancel(&caller.username, Timestamp::now())?;
+            // Revoke first: a cancelled ticket must never leave a working grant.
+            if was == TicketStatus::Approved
+                && let Some(grant) = &cancelled.grant
+                && self.grants.revoke_grant(&grant.jti).await?
+            {
+                self.record(AuditEvent::GrantRevoked, &cancelled, caller, |r| {
+                    r.reason = Some("ticket cancelled by its requester".into())
+                })
+                .await?;
+            }
+            if let Some(cancelled) = self.save(read, cancelled).await? {
+                return self
+                    .decided(cancelled, AuditEvent::TicketCancelled, caller)
+                    .await;
+            }
+        }
+        Err(Error::Contention(id.to_owned()))
+    }
+
+    /// Revokes grant `jti` (approvers of its namespace): it stops working at
+    /// once, the revocation is recorded, and its ticket shows it.
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        jti: &str,
+        reason: Option<String>,
+    ) -> Result<StoredGrant, Error> {
+        if let Some(r) = &reason {
+            validate_text("reason", r, false)?;
+        }
+        let now = Timestamp::now();
+        let grant = self
+            .grants
+            .grant_by_jti(jti, now.as_second())
+            .await?
+            .ok_or_else(|| Error::NoSuchGrant(jti.to_owned()))?;
+        if !self
+            .authorizer
+            .allows(caller, Role::Approver, Some(&grant.namespace))
+            .await?
+        {
+            return Err(Error::Forbidden(format!(
+                "{} is not an approver for namespace {}, so may not revoke its grants",
+                caller.username, grant.namespace
+            )));
+        }
+        if !self.grants.revoke_grant(jti).await? {
+            return Err(Error::NoSuchGrant(jti.to_owned()));
+        }
+        self.metrics.active_tokens_changed(-1);
+        let ticket = self.tickets.get_ticket(&grant.ticket_id).await?;
+        if let Some(ticket) = ticket {
+            let marked = self.show_revoked(ticket, &caller.username, now).await?;
+            self.record(AuditEvent::GrantRevoked, &marked, caller, |r| {
+                r.reason = reason.clone();
+                r.grant_jti = Some(jti.to_owned());
+            })
+            .await?;
+            let revoked = Event::grant_revoked(&marked, jti, &caller.username, reason, now);
+            self.notifier.notify(revoked);
+        }
+        Ok(grant)
     }
 
     /// The grant token of ticket `id`, for its requester only.
@@ -646,28 +1030,53 @@ impl TicketDesk {
             })
     }
 
-    async fn decide(
+    /// Marks on `ticket` that its grant was revoked by `by`, reading it again
+    /// when another change won the race. Best effort: the grant is already
+    /// gone, the ticket only reports it.
+    async fn show_revoked(
+        &self,
+        mut ticket: Ticket,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<Ticket, Error> {
+        for _ in 0..CAS_ATTEMPTS {
+            let read = ticket.revision;
+            if let Some(marked) = self
+                .save(read, ticket.clone().mark_revoked(by, now))
+                .await?
+            {
+                return Ok(marked);
+            }
+            match self.tickets.get_ticket(&ticket.id).await? {
+                Some(fresh) => ticket = fresh,
+                None => break,
+            }
+        }
+        tracing::warn!(ticket = %ticket.number, "the revoked grant could not be shown on its ticket");
+        Ok(ticket.mark_revoked(by, now))
+    }
+
+    /// Records `event` for the stored `ticket` and tells the receivers.
+    async fn decided(
         &self,
         ticket: Ticket,
         event: AuditEvent,
         caller: &Caller,
     ) -> Result<Ticket, Error> {
-        if !self
-            .tickets
-            .update_ticket(&ticket, TicketStatus::Pending)
-            .await?
-        {
-            let current = self.get(&ticket.id).await?;
-            return Err(Error::AlreadyDecided {
-                number: current.number,
-                status: current.status.as_str(),
-            });
-        }
         self.record(event, &ticket, caller, |r| {
             r.reason = ticket.comment.clone()
         })
         .await?;
+        if let Some(kind) = EventKind::of(event) {
+            self.announce(kind, &ticket, caller, ticket.comment.clone());
+        }
         Ok(ticket)
+    }
+
+    /// Tells the notification receivers about a stored change.
+    fn announce(&self, kind: EventKind, ticket: &Ticket, actor: &Caller, reason: Option<String>) {
+        let event = Event::new(kind, ticket, &actor.username, reason, Timestamp::now());
+        self.notifier.notify(event);
     }
 
     async fn record(
@@ -702,7 +1111,57 @@ mod tests {
             application: "web".into(),
             reason: "memory leak".into(),
             action: Action::Restart,
+            images: vec![],
+            max_uses: None,
         }
+    }
+
+    #[test]
+    fn pinned_images_and_uses_are_validated() {
+        let image = |images: &[&str], action| NewTicket {
+            images: images.iter().map(|i| i.to_string()).collect(),
+            action,
+            ..mk_new()
+        };
+        assert!(
+            image(&["registry.example.com/web:v2"], Action::Image)
+                .validate()
+                .is_ok()
+        );
+        let cases = [
+            ("images", image(&["web:v2"], Action::Restart)),
+            ("images", image(&["web v2"], Action::Image)),
+            ("images", image(&[""], Action::Any)),
+            (
+                "maxUses",
+                NewTicket {
+                    max_uses: Some(0),
+                    ..mk_new()
+                },
+            ),
+            (
+                "maxUses",
+                NewTicket {
+                    max_uses: Some(101),
+                    ..mk_new()
+                },
+            ),
+        ];
+        for (field, t) in cases {
+            let err = t.validate().unwrap_err();
+            assert!(
+                matches!(err, Error::Invalid { field: f, .. } if f == field),
+                "{field}: {err}"
+            );
+        }
+        assert!(
+            NewTicket {
+                max_uses: Some(1),
+                ..mk_new()
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     fn mk_caller(name: &str, groups: &[&str]) -> Caller {
@@ -797,26 +1256,186 @@ mod tests {
         let grant = TicketGrant {
             jti: "j".into(),
             expires_at: Timestamp::UNIX_EPOCH,
+            revoked_at: None,
+            revoked_by: None,
         };
         let approved = ticket
-            .approve("bob", None, grant.clone(), Timestamp::UNIX_EPOCH)
+            .add_approval("bob", None, Timestamp::UNIX_EPOCH)
+            .and_then(|t| t.approve(grant.clone(), Timestamp::UNIX_EPOCH))
             .unwrap();
         assert!(approved.entry.success && approved.entry.completed);
         assert!(approved.entry.executed_at.is_some() && approved.entry.completed_at.is_some());
         assert!(matches!(
+            approved.clone().approve(grant, Timestamp::UNIX_EPOCH),
+            Err(Error::AlreadyDecided { .. })
+        ));
+        assert!(matches!(
             approved
                 .clone()
-                .approve("bob", None, grant, Timestamp::UNIX_EPOCH),
+                .add_approval("carol", None, Timestamp::UNIX_EPOCH),
             Err(Error::AlreadyDecided { .. })
         ));
         assert!(matches!(
             approved.clone().reject("bob", None, Timestamp::UNIX_EPOCH),
             Err(Error::AlreadyDecided { .. })
         ));
+        let cancelled = approved.cancel("alice", Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            cancelled.status,
+            TicketStatus::Cancelled,
+            "an approved ticket can still be cancelled"
+        );
+        assert_eq!(
+            cancelled
+                .grant
+                .as_ref()
+                .and_then(|g| g.revoked_by.as_deref()),
+            Some("alice")
+        );
         assert!(matches!(
-            approved.cancel("alice", Timestamp::UNIX_EPOCH),
+            cancelled.cancel("alice", Timestamp::UNIX_EPOCH),
             Err(Error::AlreadyDecided { .. })
         ));
+    }
+
+    fn mk_grant() -> TicketGrant {
+        TicketGrant {
+            jti: "j".into(),
+            expires_at: Timestamp::UNIX_EPOCH,
+            revoked_at: None,
+            revoked_by: None,
+        }
+    }
+
+    #[test]
+    fn a_ticket_is_approved_by_its_required_number_of_distinct_approvers() {
+        let at = |s| Timestamp::from_second(s).unwrap();
+        let ticket = Ticket::file(7, mk_new(), "alice", at(0)).requiring(2);
+        assert_eq!(
+            (ticket.required_approvals, ticket.approvals_missing()),
+            (2, 2)
+        );
+
+        let once = ticket
+            .add_approval("bob", Some("ok".into()), at(10))
+            .unwrap();
+        assert_eq!(
+            once.status,
+            TicketStatus::Pending,
+            "1 of 2 leaves it pending"
+        );
+        assert_eq!(once.approvals_missing(), 1);
+        assert_eq!(
+            once.approvals,
+            [TicketApproval {
+                by: "bob".into(),
+                at: at(10),
+                comment: Some("ok".into())
+            }]
+        );
+        let err = once.clone().approve(mk_grant(), at(11)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::AwaitingApprovals {
+                    have: 1,
+                    need: 2,
+                    ..
+                }
+            ),
+            "no grant before the last approval: {err}"
+        );
+        let err = once.clone().add_approval("bob", None, at(12)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::AlreadyApproved {
+                    have: 1,
+                    need: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("bob already approved ticket RG-000007"),
+            "{err}"
+        );
+        let err = once
+            .clone()
+            .add_approval("alice", None, at(12))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Forbidden(m) if m.contains("filed ticket RG-000007")),
+            "the requester never counts: {err}"
+        );
+
+        let twice = once.add_approval("carol", None, at(20)).unwrap();
+        assert_eq!(twice.approvals_missing(), 0);
+        assert_eq!(twice.approvers(), ["bob", "carol"]);
+        let approved = twice.approve(mk_grant(), at(21)).unwrap();
+        assert_eq!(approved.status, TicketStatus::Approved);
+        assert_eq!(
+            (approved.decided_by.as_deref(), approved.comment.as_deref()),
+            (Some("carol"), None),
+            "decided by the approval that completed it"
+        );
+        assert!(approved.grant.is_some() && approved.entry.success);
+    }
+
+    #[test]
+    fn any_approver_rejects_a_partly_approved_ticket() {
+        let ticket = Ticket::file(1, mk_new(), "alice", Timestamp::UNIX_EPOCH).requiring(3);
+        let partly = ticket
+            .add_approval("bob", None, Timestamp::UNIX_EPOCH)
+            .unwrap();
+        let rejected = partly
+            .reject("carol", Some("not now".into()), Timestamp::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(rejected.status, TicketStatus::Rejected);
+        assert_eq!(
+            rejected.approvers(),
+            ["bob"],
+            "the approval stays on record"
+        );
+        assert!(rejected.grant.is_none());
+    }
+
+    #[test]
+    fn required_approvals_are_at_least_one() {
+        let ticket = Ticket::file(1, mk_new(), "alice", Timestamp::UNIX_EPOCH);
+        assert_eq!(ticket.required_approvals, 1, "filed default");
+        assert_eq!(ticket.clone().requiring(0).required_approvals, 1);
+        let err = ticket
+            .approve(mk_grant(), Timestamp::UNIX_EPOCH)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::AwaitingApprovals {
+                    have: 0,
+                    need: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_ticket_stored_before_approval_rules_loads_with_their_defaults() {
+        let ticket = Ticket::file(3, mk_new(), "alice", Timestamp::UNIX_EPOCH);
+        let mut json = serde_json::to_value(&ticket).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        for key in ["approvals", "requiredApprovals", "revision"] {
+            assert!(obj.remove(key).is_some(), "{key} is serialized");
+        }
+        let old: Ticket = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            (old.approvals.len(), old.required_approvals, old.revision),
+            (0, 1, 0)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::audit::AuditDecision;
+use crate::audit::{AuditDecision, LimitHit};
 use crate::config::FailureMode;
 use crate::grants::{Expected, GrantRejection, GrantVerifier, StoredGrant};
 use crate::policy::GatedChange;
@@ -23,6 +23,8 @@ pub enum DenyReason {
     NoGrant,
     Rejected(GrantRejection),
     Unavailable(Unavailable),
+    /// A valid grant, but a limit said no when the admission was recorded.
+    Limited(LimitHit),
 }
 
 /// The verdict on a gated (or exempt) change.
@@ -38,6 +40,8 @@ pub enum Decision {
         user: String,
         expires_at: i64,
         remaining: i64,
+        /// The uses the grant's ticket pinned, if any.
+        max_uses: Option<u32>,
     },
     /// A dependency was down and the failure mode is open.
     AllowedFailOpen(Unavailable),
@@ -86,6 +90,10 @@ impl Decision {
             }
             Self::Denied(DenyReason::NoGrant) => "no grant".into(),
             Self::Denied(DenyReason::Rejected(r)) => r.to_string(),
+            Self::Denied(DenyReason::Limited(LimitHit::UsedUp { max })) => format!("grant used up ({max} uses)"),
+            Self::Denied(DenyReason::Limited(LimitHit::RateLimited { limit, window_secs, .. })) => {
+                format!("rate limit: {limit} changes per {}", human_duration(*window_secs))
+            }
             Self::Denied(DenyReason::Unavailable(u)) => {
                 format!("{} unavailable: {}", u.what, u.detail)
             }
@@ -116,6 +124,20 @@ impl Decision {
             }
             Self::Denied(DenyReason::Rejected(r)) => {
                 let _ = write!(msg, " and your grant does not count: {r}.");
+            }
+            Self::Denied(DenyReason::Limited(LimitHit::RateLimited { limit, window_secs, next_at })) => {
+                let next = jiff::Timestamp::from_second(*next_at).map(|t| t.to_string()).unwrap_or_default();
+                let _ = write!(
+                    msg,
+                    ": application {app} had {limit} changes admitted in the last {window}, the most policy.rateLimit allows. \
+                     Your grant is still valid: run your command again at {next} or later.",
+                    app = change.application,
+                    window = human_duration(*window_secs),
+                );
+                return msg;
+            }
+            Self::Denied(DenyReason::Limited(LimitHit::UsedUp { max })) => {
+                let _ = write!(msg, " and your grant is used up: its ticket allowed {max} change(s).");
             }
             _ => msg.push_str(" and you hold no grant for this application."),
         }
@@ -217,11 +239,13 @@ fn verify_one(
         Some(_) => grant.user.as_str(),
         None => change.requester.username.as_str(),
     };
+    let new_images: Vec<&str> = change.diff.images.iter().filter_map(|i| i.current_image.as_deref()).collect();
     let expected = Expected {
         user,
         namespace: &change.namespace,
         application: &change.application,
         action: change.diff.kind_or_template().action(),
+        new_images: &new_images,
     };
     let claims = verifier.verify(&grant.token, expected, now)?;
     if change
@@ -237,6 +261,7 @@ fn verify_one(
         expires_at: claims.exp,
         user: claims.sub,
         jti: claims.jti,
+        max_uses: claims.max_uses,
     })
 }
 

@@ -318,6 +318,7 @@ fn a_valid_grant_allows_with_a_warning_naming_ticket_and_time_left() {
             ticket_number: "RG-000042".into(),
             jti: grant.jti.clone(),
             user: grant.user.clone(),
+            max_uses: None,
             expires_at: ISSUED + TTL,
             remaining: TTL - 60,
         }
@@ -681,6 +682,7 @@ fn each_decision_has_its_audit_decision_and_metric_label() {
         ticket_number: "RG-000042".into(),
         jti: "9b1de3c4".into(),
         user: "alice@example.com".into(),
+        max_uses: None,
         expires_at: ISSUED + TTL,
         remaining: TTL,
     };

@@ -21,7 +21,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 
 pub use decide::{Decision, DenyReason, Unavailable, decide};
 
-use crate::audit::{AuditEvent, AuditRecord};
+use crate::audit::{AdmissionLimits, AuditEvent, AuditRecord, GrantUses, LimitHit, RateCheck};
 use crate::config::FailureMode;
 use crate::policy::{self, Gate, GatedChange};
 use crate::state::AppState;
@@ -93,7 +93,7 @@ async fn review_request(
                 &change,
                 lookup,
                 &state.verifier,
-                state.policy.failure_mode,
+                state.policy.failure_mode_for(&change.namespace),
                 now,
             );
             (change, decision)
@@ -104,8 +104,17 @@ async fn review_request(
         decision
     } else {
         match record(state, req, &change, &decision).await {
-            Ok(()) => decision,
-            Err(unavailable) => match state.policy.failure_mode {
+            Ok(None) => decision,
+            Ok(Some(hit)) => {
+                // A limit said no as the admission was recorded: record the
+                // denial instead (a third round trip, only in this case).
+                let denied = Decision::Denied(DenyReason::Limited(hit));
+                if let Err(unavailable) = record(state, req, &change, &denied).await {
+                    tracing::warn!(detail = %unavailable.detail, "cannot record a denial by limit");
+                }
+                denied
+            }
+            Err(unavailable) => match state.policy.failure_mode_for(&change.namespace) {
                 // A decision that cannot be recorded is not made (DESIGN.md:
                 // recorded before the webhook answers), unless configured open.
                 FailureMode::Closed if decision.allowed() => {
@@ -179,12 +188,15 @@ async fn lookup_grant(
     }
 }
 
+/// Appends the ADMISSION record of `decision` (the second round trip). An
+/// admission allowed by a grant is appended only within its limits (the
+/// grant's uses, the application's rate): `Ok(Some(hit))` when one said no.
 async fn record(
     state: &AppState,
     req: &AdmissionRequest<DynamicObject>,
     change: &GatedChange,
     decision: &Decision,
-) -> Result<(), Unavailable> {
+) -> Result<Option<LimitHit>, Unavailable> {
     let mut r = AuditRecord::new(AuditEvent::Admission, jiff::Timestamp::now());
     r.decision = Some(decision.audit_decision());
     r.reason = Some(decision.audit_reason());
@@ -226,8 +238,24 @@ async fn record(
             r.username = Some(user.clone());
         }
     }
-    match tokio::time::timeout(state.store_timeout, state.stores.audit.append(r)).await {
-        Ok(Ok(_)) => Ok(()),
+    let append = async {
+        match decision {
+            Decision::Allowed { jti, expires_at, max_uses, .. } => {
+                let limits = AdmissionLimits {
+                    grant_uses: max_uses.map(|max| GrantUses { jti: jti.clone(), max, expires_at: *expires_at }),
+                    rate: state.policy.rate_limit.map(|rate| RateCheck {
+                        limit: rate.limit,
+                        window_secs: i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX),
+                        now: jiff::Timestamp::now().as_second(),
+                    }),
+                };
+                state.stores.audit.append_admission(r, &limits).await.map(|outcome| outcome.err())
+            }
+            _ => state.stores.audit.append(r).await.map(|_| None),
+        }
+    };
+    match tokio::time::timeout(state.store_timeout, append).await {
+        Ok(Ok(hit)) => Ok(hit),
         Ok(Err(e)) => Err(Unavailable {
             what: "audit log",
             detail: error_chain(&e),

@@ -18,12 +18,12 @@ use serde_json::json;
 
 pub use problem::{ApiError, ApiJson, ApiQuery, OptionalJson};
 
-use crate::audit::{AuditEvent, AuditFilter, AuditRecord, MAX_PAGE};
+use crate::audit::{AuditEvent, AuditFilter, MAX_PAGE};
 use crate::auth::{Caller, Role};
 use crate::grants::{GrantFilter, StoredGrant};
 use crate::policy::WorkloadKind;
 use crate::state::AppState;
-use crate::tickets::{NewTicket, TicketFilter};
+use crate::tickets::{NewTicket, TicketFilter, TicketStatus};
 
 /// Largest API request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -153,7 +153,12 @@ async fn approve_ticket(
     OptionalJson(body): OptionalJson<DecisionBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let ticket = s.desk.approve(&caller, &id, body.comment).await?;
-    tracing::info!(ticket = %ticket.number, approver = %caller.username, requester = %ticket.requester, "ticket approved, grant issued");
+    if ticket.status == TicketStatus::Approved {
+        tracing::info!(ticket = %ticket.number, approver = %caller.username, requester = %ticket.requester, "ticket approved, grant issued");
+    } else {
+        tracing::info!(ticket = %ticket.number, approver = %caller.username, approvals = ticket.approvals.len(),
+            required = ticket.required_approvals, "approval recorded, more needed");
+    }
     Ok(Json(ticket))
 }
 
@@ -275,40 +280,11 @@ async fn revoke_grant(
     Path(jti): Path<String>,
     OptionalJson(body): OptionalJson<ReasonBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = jiff::Timestamp::now();
-    let grant = s
-        .stores
-        .grants
-        .grant_by_jti(&jti, now.as_second())
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no live grant {jti}: list them with GET /v1/grants"
-            ))
-        })?;
-    if !s
-        .authorizer
-        .allows(&caller, Role::Approver, Some(&grant.namespace))
-        .await?
-    {
-        return Err(ApiError::forbidden(format!(
-            "{} is not an approver for namespace {}, so may not revoke its grants",
-            caller.username, grant.namespace
-        )));
-    }
-    s.stores.grants.revoke_grant(&jti).await?;
-    let mut record = AuditRecord::new(AuditEvent::GrantRevoked, now);
-    record.username = Some(caller.username.clone());
-    record.groups = caller.groups.clone();
-    record.namespace = Some(grant.namespace.clone());
-    record.application_name = Some(grant.application.clone());
-    record.ticket_id = Some(grant.ticket_id.clone());
-    record.ticket_number = Some(grant.ticket_number.clone());
-    record.grant_jti = Some(jti.clone());
-    record.reason = body.reason;
-    s.stores.audit.append(record).await?;
-    s.metrics.active_tokens_changed(-1);
-    Ok(Json(json!({"jti": jti, "revoked": true})))
+    let grant = s.desk.revoke(&caller, &jti, body.reason).await?;
+    tracing::info!(jti = %grant.jti, ticket = %grant.ticket_number, by = %caller.username, "grant revoked");
+    Ok(Json(
+        json!({"jti": grant.jti, "revoked": true, "ticketNumber": grant.ticket_number}),
+    ))
 }
 
 /// Body of redeploy: which workload, when the application has several.
@@ -483,7 +459,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::audit::{AuditPage, VerifyReport};
+    use crate::audit::{AuditPage, AuditRecord, VerifyReport};
     use crate::tickets::{Action, Ticket};
 
     fn mk_doc() -> Value {
@@ -587,11 +563,16 @@ mod tests {
                 namespace: "production".into(),
                 application: "checkout-api".into(),
                 reason: "roll the new config".into(),
-                action: Action::Restart,
+                action: Action::Any,
+                images: vec!["registry.example.com/shop/checkout-api:v3.42.0".into()],
+                max_uses: Some(1),
             },
             "alice",
             now,
-        );
+        )
+        .requiring(2)
+        .add_approval("bob", Some("looks right".into()), now)
+        .expect("bob is not the requester");
         let grant = StoredGrant {
             jti: "jti-1".into(),
             user: "alice".into(),
@@ -618,9 +599,10 @@ mod tests {
             items: vec![],
             next: None,
         };
-        let rows: [(&str, BTreeSet<String>); 6] = [
+        let rows: [(&str, BTreeSet<String>); 7] = [
             ("Ticket", keys(&ticket)),
             ("TicketEntry", keys(&ticket.entry)),
+            ("TicketApproval", keys(&ticket.approvals[0])),
             ("StoredGrant", keys(GrantView::from(grant))),
             ("GrantToken", keys(&token)),
             ("VerifyReport", keys(&report)),
@@ -662,6 +644,7 @@ mod tests {
         record.ticket_number = Some("RG-000042".into());
         record.ticket_entry_id = Some("42".into());
         record.grant_jti = Some("jti-1".into());
+        record.approvers = vec!["bob".into()];
         record.dry_run = Some(false);
         record.rollout_status = Some(crate::audit::RolloutStatus::Completed);
         record.previous_replicas = Some(3);

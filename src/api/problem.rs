@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub title: &'static str,
     pub detail: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -33,7 +35,14 @@ impl ApiError {
             status,
             title,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    #[must_use]
+    pub fn retry_after(mut self, seconds: i64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -76,6 +85,14 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        if let Some(value) = self
+            .retry_after
+            .and_then(|s| http::HeaderValue::from_str(&s.to_string()).ok())
+        {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -107,10 +124,18 @@ impl From<tickets::Error> for ApiError {
         match e {
             E::Invalid { .. } => Self::bad_request(e.to_string()),
             E::NotFound(_) => Self::not_found(format!("{e}: list tickets with GET /v1/tickets")),
+            E::NoSuchGrant(_) => Self::not_found(e.to_string()),
+            E::RateLimited {
+                detail,
+                retry_after,
+            } => Self::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", detail)
+                .retry_after(retry_after),
             E::Forbidden(detail) => Self::forbidden(detail),
-            E::AlreadyDecided { .. } | E::NoGrant { .. } => {
-                Self::new(StatusCode::CONFLICT, "Conflict", e.to_string())
-            }
+            E::AlreadyDecided { .. }
+            | E::NoGrant { .. }
+            | E::AlreadyApproved { .. }
+            | E::AwaitingApprovals { .. }
+            | E::Contention(_) => Self::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
             E::Store(ref cause) => Self::unavailable("store", cause),
             E::Sign(ref cause) => Self::unavailable("grant signer", cause),
             E::Auth(cause) => cause.into(),

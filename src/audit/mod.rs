@@ -21,6 +21,9 @@ pub enum AuditEvent {
     Admission,
     TicketCreated,
     TicketApproved,
+    /// One approval of a ticket that needs more (`roles.requiredApprovals`):
+    /// the ticket stays PENDING. The approval that completes it is TICKET_APPROVED.
+    TicketApprovalAdded,
     TicketRejected,
     TicketCancelled,
     TicketExpired,
@@ -36,6 +39,7 @@ impl AuditEvent {
             Self::Admission => "ADMISSION",
             Self::TicketCreated => "TICKET_CREATED",
             Self::TicketApproved => "TICKET_APPROVED",
+            Self::TicketApprovalAdded => "TICKET_APPROVAL_ADDED",
             Self::TicketRejected => "TICKET_REJECTED",
             Self::TicketCancelled => "TICKET_CANCELLED",
             Self::TicketExpired => "TICKET_EXPIRED",
@@ -129,6 +133,10 @@ pub struct AuditRecord {
     pub ticket_entry_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_jti: Option<String>,
+    /// The ticket's approvers so far, in order (TICKET_APPROVAL_ADDED and
+    /// TICKET_APPROVED records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
     // Rollout fields (ROLLOUT records; the follower fills them).
@@ -210,12 +218,63 @@ pub struct AuditPage {
     pub next: Option<String>,
 }
 
+/// Limits checked atomically with the append of an allowed admission, in
+/// the same round trip, so racing replicas cannot overshoot them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdmissionLimits {
+    /// The grant's pinned number of uses.
+    pub grant_uses: Option<GrantUses>,
+    /// At most `limit` allowed admissions of the record's (namespace, application) per window.
+    pub rate: Option<RateCheck>,
+}
+
+/// A grant that admits at most `max` changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantUses {
+    pub jti: String,
+    pub max: u32,
+    /// Unix seconds; the use counter can be forgotten after it.
+    pub expires_at: i64,
+}
+
+/// The redeploy rate limit of an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateCheck {
+    pub limit: u32,
+    pub window_secs: i64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// Why an allowed admission was refused at append time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    /// The grant admitted its `max` changes already.
+    UsedUp { max: u32 },
+    /// The application had `limit` admitted changes within the window; the
+    /// next one is allowed at `next_at` (Unix seconds).
+    RateLimited {
+        limit: u32,
+        window_secs: i64,
+        next_at: i64,
+    },
+}
+
 /// Where the trail lives. One implementation per backend.
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Chains and stores `record` (its `id`, `prevHash` and `hash` are
     /// assigned here) durably, and returns it as stored.
     async fn append(&self, record: AuditRecord) -> Result<AuditRecord, crate::store::Error>;
+    /// Like [`AuditLog::append`] for an allowed ADMISSION record, but only if
+    /// `limits` still hold; then counts it against them. When a limit is hit
+    /// nothing is appended and the hit is returned, so the caller can deny
+    /// (and record the denial). One round trip.
+    async fn append_admission(
+        &self,
+        record: AuditRecord,
+        limits: &AdmissionLimits,
+    ) -> Result<Result<AuditRecord, LimitHit>, crate::store::Error>;
     /// A page of records matching `filter`, newest first.
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, crate::store::Error>;
     /// One record by id.

@@ -38,6 +38,12 @@ pub struct GrantClaims {
     /// What the ticket allows: `restart`, `image` or `any`.
     #[serde(default = "default_action")]
     pub action: String,
+    /// The only image references an image change may set (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// How many gated changes the grant admits (absent: unlimited until `exp`).
+    #[serde(default, rename = "maxUses", skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
 }
 
 fn default_action() -> String {

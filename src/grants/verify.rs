@@ -45,6 +45,8 @@ pub enum GrantRejection {
     WrongApplication(String),
     #[error("the grant was revoked or is no longer stored")]
     Revoked,
+    #[error("the grant's ticket does not allow image {0:?}: it pins other images")]
+    ImageNotPinned(String),
     #[error("the grant is not the one rollgate's redeploy named")]
     NotTheNamedGrant,
     /// The grant's ticket allows only this action (`restart` or `image`).
@@ -68,6 +70,8 @@ pub struct Expected<'a> {
     pub application: &'a str,
     /// The ticket action the change needs: `restart`, `image` or `any`.
     pub action: &'a str,
+    /// The image references the change sets (checked against a pinned list).
+    pub new_images: &'a [&'a str],
 }
 
 /// Verifies grants against a static [`KeySet`] and the configured claims.
@@ -129,6 +133,12 @@ impl GrantVerifier {
         }
         if !(claims.action == "any" || claims.action == expected.action) {
             return Err(GrantRejection::ActionNotAllowed(claims.action));
+        }
+        if !claims.images.is_empty() {
+            let unpinned = expected.new_images.iter().find(|image| !claims.images.iter().any(|p| p == *image));
+            if let Some(image) = unpinned {
+                return Err(GrantRejection::ImageNotPinned((*image).to_owned()));
+            }
         }
         Ok(claims)
     }
@@ -230,6 +240,8 @@ impl GrantIssuer {
             nbf: now,
             exp: now + self.ttl,
             action: action.to_owned(),
+            images: Vec::new(),
+            max_uses: None,
         }
     }
 

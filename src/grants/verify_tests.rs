@@ -35,6 +35,7 @@ const EXPECTED: Expected<'static> = Expected {
     namespace: "production",
     application: "web",
     action: "restart",
+    new_images: &[],
 };
 
 /// Re-encodes a token's payload without re-signing it.
@@ -225,4 +226,19 @@ fn a_restart_only_grant_does_not_cover_an_image_change() {
         verifier.verify(&token, image, NOW),
         Err(GrantRejection::ActionNotAllowed(_))
     ));
+}
+
+#[test]
+fn a_grant_pinned_to_images_admits_only_those() {
+    let (issuer, verifier) = mk_pair();
+    let mut claims = mk_claims(&issuer);
+    claims.images = vec!["registry.example.com/web:v2".into()];
+    let token = issuer.sign(&claims).unwrap();
+    let image = |new_images| Expected { action: "image", new_images, ..EXPECTED };
+    assert!(verifier.verify(&token, image(&["registry.example.com/web:v2"]), NOW).is_ok());
+    assert_eq!(
+        verifier.verify(&token, image(&["registry.example.com/web:v2", "evil.example/miner:1"]), NOW).unwrap_err(),
+        GrantRejection::ImageNotPinned("evil.example/miner:1".into())
+    );
+    assert!(verifier.verify(&token, EXPECTED, NOW).is_ok(), "a restart sets no image");
 }

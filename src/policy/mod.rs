@@ -89,6 +89,12 @@ pub struct Policy {
     /// Gate every pod-template change, not only restarts and image changes.
     pub gate_any_template_change: bool,
     pub failure_mode: FailureMode,
+    /// Namespaces whose gated changes are allowed (with a warning) when the
+    /// store is unavailable, even though `failure_mode` is closed.
+    pub fail_open_namespaces: BTreeSet<String>,
+    /// Most admitted gated changes per (namespace, application) per window;
+    /// `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
     /// rollgate's own username in the cluster: its redeploy patches are
     /// admitted only through the grant they name (DESIGN.md flow step 7).
     pub rollgate_username: String,
@@ -104,7 +110,34 @@ impl Default for Policy {
             exempt_groups: BTreeSet::new(),
             gate_any_template_change: false,
             failure_mode: FailureMode::Closed,
+            fail_open_namespaces: BTreeSet::new(),
+            rate_limit: Some(RateLimit::default()),
             rollgate_username: DEFAULT_ROLLGATE_USERNAME.into(),
+        }
+    }
+}
+
+/// At most `limit` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window: std::time::Duration,
+}
+
+impl Default for RateLimit {
+    /// DESIGN.md's default for redeploys: 6 per hour per application.
+    fn default() -> Self {
+        Self { limit: 6, window: std::time::Duration::from_secs(3600) }
+    }
+}
+
+impl Policy {
+    /// The failure mode that applies to gated changes in `namespace`.
+    pub fn failure_mode_for(&self, namespace: &str) -> FailureMode {
+        if self.fail_open_namespaces.contains(namespace) {
+            FailureMode::Open
+        } else {
+            self.failure_mode
         }
     }
 }
@@ -270,3 +303,19 @@ pub fn application_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Obj
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod failure_mode_tests {
+    use super::*;
+
+    #[test]
+    fn fail_open_is_off_by_default_and_set_per_namespace() {
+        let mut policy = Policy::default();
+        assert_eq!(policy.failure_mode_for("production"), FailureMode::Closed);
+        policy.fail_open_namespaces.insert("staging-protected".into());
+        assert_eq!(policy.failure_mode_for("staging-protected"), FailureMode::Open);
+        assert_eq!(policy.failure_mode_for("production"), FailureMode::Closed);
+        policy.failure_mode = FailureMode::Open;
+        assert_eq!(policy.failure_mode_for("production"), FailureMode::Open);
+    }
+}

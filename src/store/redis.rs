@@ -14,7 +14,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{rollgate}:ticket:seq` | string | last ticket id (`INCR`) |
-//! | `{rollgate}:ticket:<id>` | hash | `status`, `body` (the ticket JSON) |
+//! | `{rollgate}:ticket:<id>` | hash | `status`, `rev` (revision, the compare-and-set key; absent: 0), `body` (the ticket JSON) |
 //! | `{rollgate}:tickets` | zset | every ticket id, scored by id (newest first) |
 //! | `{rollgate}:tickets:<STATUS>` | zset | ids of the tickets in that status |
 //! | `{rollgate}:grant:<jti>` | string | the grant JSON, expiring at `expiresAt` (`EXAT`) |
@@ -27,6 +27,8 @@
 //! | `{rollgate}:audit` | stream | entry `<seq>-0` per record, fields `hash` and `record` (JSON) |
 //! | `{rollgate}:audit:op:<operationId>` | zset | seqs of one operation's records |
 //! | `{rollgate}:audit:turn` | string | replica whose append goes next (100 ms; fairness) |
+//! | `{rollgate}:grant:uses:<jti>` | string | admitted changes of a grant with `maxUses`, expiring with it |
+//! | `{rollgate}:rate:<namespace>/<application>` | zset | audit seqs of admitted changes scored by unix time, for the rate limit |
 //!
 //! Grant indexes drop expired members on each write, and each index key
 //! expires with its latest-expiring member, so nothing outlives its grant.
@@ -102,6 +104,10 @@ const GRANTS_META: &str = "{rollgate}:grants:meta";
 const AUDIT: &str = "{rollgate}:audit";
 const AUDIT_TURN: &str = "{rollgate}:audit:turn";
 const AUDIT_OP_PREFIX: &str = "{rollgate}:audit:op:";
+/// Use counter of a grant with `maxUses`, expiring with the grant.
+const USES_PREFIX: &str = "{rollgate}:grant:uses:";
+/// Unix times of an application's admitted changes in the rate window.
+const RATE_PREFIX: &str = "{rollgate}:rate:";
 
 /// Settings of the Redis backend beyond its URL.
 #[derive(Debug, Clone)]

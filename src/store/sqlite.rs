@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Error;
 use crate::audit::chain::{self, ChainWalker};
+use crate::audit::{AdmissionLimits, LimitHit};
 use crate::audit::{
     AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, VerifyReport,
 };
@@ -27,7 +28,8 @@ CREATE TABLE IF NOT EXISTS tickets (
     namespace TEXT NOT NULL,
     application TEXT NOT NULL,
     requester TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS grants (
     jti TEXT PRIMARY KEY,
@@ -52,6 +54,12 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_by_namespace ON audit (namespace, seq);
 CREATE INDEX IF NOT EXISTS audit_by_operation ON audit (operation_id);
+CREATE INDEX IF NOT EXISTS audit_by_application ON audit (namespace, application, seq);
+CREATE TABLE IF NOT EXISTS grant_uses (
+    jti TEXT PRIMARY KEY,
+    uses INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 ";
 
 /// The SQLite store. Cheap to clone.
@@ -71,11 +79,12 @@ impl SqliteStore {
         }
         let path = path.to_owned();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, Error> {
-            let conn = Connection::open(path)?;
+            let mut conn = Connection::open(path)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
+            migrate(&mut conn)?;
             Ok(conn)
         })
         .await
@@ -108,8 +117,32 @@ impl SqliteStore {
     }
 }
 
+/// Brings a database made by an older rollgate up to [`SCHEMA`]: `tickets`
+/// gained `revision`, the compare-and-set key of `update_ticket` (0 for the
+/// tickets already there, as their JSON without it reads). Under the write
+/// lock, so two processes opening one old file cannot both add the column.
+fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_revision = tx
+        .prepare("SELECT 1 FROM pragma_table_info('tickets') WHERE name = 'revision'")?
+        .exists([])?;
+    if !has_revision {
+        tx.execute(
+            "ALTER TABLE tickets ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+            [],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn status_str(s: TicketStatus) -> &'static str {
     s.as_str()
+}
+
+/// A revision as SQLite stores it (revisions never come near `i64::MAX`).
+fn revision_sql(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -127,13 +160,15 @@ impl TicketStore for SqliteStore {
             let rowid = tx.last_insert_rowid();
             let ticket = make(u64::try_from(rowid).unwrap_or_default());
             tx.execute(
-                "UPDATE tickets SET status = ?1, namespace = ?2, application = ?3, requester = ?4, body = ?5 WHERE id = ?6",
+                "UPDATE tickets SET status = ?1, namespace = ?2, application = ?3, requester = ?4, body = ?5, revision = ?6
+                 WHERE id = ?7",
                 params![
                     status_str(ticket.status),
                     ticket.namespace,
                     ticket.application,
                     ticket.requester,
                     serde_json::to_string(&ticket)?,
+                    revision_sql(ticket.revision),
                     rowid
                 ],
             )?;
@@ -181,17 +216,20 @@ impl TicketStore for SqliteStore {
         .await
     }
 
-    async fn update_ticket(&self, ticket: &Ticket, expected: TicketStatus) -> Result<bool, Error> {
+    async fn update_ticket(&self, ticket: &Ticket, expected_revision: u64) -> Result<bool, Error> {
         let ticket = ticket.clone();
         self.with(move |c| {
             let id: i64 = ticket.id.parse().unwrap_or(-1);
+            // One statement: of two processes on one file that read the same
+            // revision, only the first to take the write lock matches it.
             let changed = c.execute(
-                "UPDATE tickets SET status = ?1, body = ?2 WHERE id = ?3 AND status = ?4",
+                "UPDATE tickets SET status = ?1, revision = ?2, body = ?3 WHERE id = ?4 AND revision = ?5",
                 params![
                     status_str(ticket.status),
+                    revision_sql(ticket.revision),
                     serde_json::to_string(&ticket)?,
                     id,
-                    status_str(expected)
+                    revision_sql(expected_revision)
                 ],
             )?;
             Ok(changed == 1)
@@ -284,12 +322,16 @@ impl GrantStore for SqliteStore {
         self.with(move |c| {
             // DELETE … RETURNING is one statement: two processes on one file
             // cannot both take the same row.
-            let mut stmt = c.prepare_cached("DELETE FROM grants WHERE expires_at <= ?1 RETURNING body")?;
+            let mut stmt =
+                c.prepare_cached("DELETE FROM grants WHERE expires_at <= ?1 RETURNING body")?;
             let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
             let mut out = Vec::new();
             for body in rows {
                 let grant: StoredGrant = serde_json::from_str(&body?)?;
-                out.push(StoredGrant { token: String::new(), ..grant });
+                out.push(StoredGrant {
+                    token: String::new(),
+                    ..grant
+                });
             }
             Ok(out)
         })
@@ -303,42 +345,125 @@ impl GrantStore for SqliteStore {
     }
 }
 
+/// Chains `record` after the current head and inserts it, inside `tx`.
+fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    mut record: AuditRecord,
+) -> Result<AuditRecord, Error> {
+    let head: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match head {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, chain::GENESIS_HASH.to_owned()),
+    };
+    record.id = seq.to_string();
+    chain::link(&mut record, &prev);
+    tx.execute(
+        "INSERT INTO audit (seq, ts, event, namespace, application, username, decision, operation_id, hash, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            seq,
+            record.timestamp,
+            record.event.map(|e| e.as_str()),
+            record.namespace,
+            record.application_name,
+            record.username,
+            record.decision.map(|d| d.as_str()),
+            record.operation_id,
+            record.hash,
+            serde_json::to_string(&record)?
+        ],
+    )?;
+    Ok(record)
+}
+
+/// The limit an admission of `record` would exceed, if any. The rate limit
+/// counts the ALLOWED admissions of the application already in the trail.
+fn limit_hit(
+    tx: &rusqlite::Transaction<'_>,
+    record: &AuditRecord,
+    limits: &AdmissionLimits,
+) -> Result<Option<LimitHit>, Error> {
+    if let Some(uses) = &limits.grant_uses {
+        let used: i64 = tx
+            .query_row(
+                "SELECT uses FROM grant_uses WHERE jti = ?1",
+                [&uses.jti],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        if used >= i64::from(uses.max) {
+            return Ok(Some(LimitHit::UsedUp { max: uses.max }));
+        }
+    }
+    if let Some(rate) = limits.rate.filter(|r| r.limit > 0) {
+        let since = jiff::Timestamp::from_second(rate.now - rate.window_secs)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        // The limit-th most recent admission in the window, if there are that many.
+        let nth: Option<String> = tx
+            .query_row(
+                "SELECT ts FROM audit WHERE namespace = ?1 AND application = ?2 AND event = 'ADMISSION'
+                 AND decision = 'ALLOWED' AND ts > ?3 ORDER BY seq DESC LIMIT 1 OFFSET ?4",
+                params![record.namespace, record.application_name, crate::audit::timestamp_text(since), rate.limit - 1],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(ts) = nth {
+            let at = ts
+                .parse::<jiff::Timestamp>()
+                .map(|t| t.as_second())
+                .unwrap_or(rate.now);
+            return Ok(Some(LimitHit::RateLimited {
+                limit: rate.limit,
+                window_secs: rate.window_secs,
+                next_at: at + rate.window_secs,
+            }));
+        }
+    }
+    Ok(None)
+}
+
 #[async_trait]
 impl AuditLog for SqliteStore {
-    async fn append(&self, mut record: AuditRecord) -> Result<AuditRecord, Error> {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, Error> {
         self.with(move |c| {
             // IMMEDIATE takes the write lock first, so two processes on one
             // file cannot both read the same head and fork the chain.
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let head: Option<(i64, String)> = tx
-                .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let (seq, prev) = match head {
-                Some((seq, hash)) => (seq + 1, hash),
-                None => (1, chain::GENESIS_HASH.to_owned()),
-            };
-            record.id = seq.to_string();
-            chain::link(&mut record, &prev);
-            tx.execute(
-                "INSERT INTO audit (seq, ts, event, namespace, application, username, decision, operation_id, hash, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    seq,
-                    record.timestamp,
-                    record.event.map(|e| e.as_str()),
-                    record.namespace,
-                    record.application_name,
-                    record.username,
-                    record.decision.map(|d| d.as_str()),
-                    record.operation_id,
-                    record.hash,
-                    serde_json::to_string(&record)?
-                ],
-            )?;
+            let record = append_in(&tx, record)?;
             tx.commit()?;
             Ok(record)
+        })
+        .await
+    }
+
+    async fn append_admission(
+        &self,
+        record: AuditRecord,
+        limits: &AdmissionLimits,
+    ) -> Result<Result<AuditRecord, LimitHit>, Error> {
+        let limits = limits.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(hit) = limit_hit(&tx, &record, &limits)? {
+                return Ok(Err(hit));
+            }
+            let record = append_in(&tx, record)?;
+            if let Some(uses) = &limits.grant_uses {
+                tx.execute(
+                    "INSERT INTO grant_uses (jti, uses, expires_at) VALUES (?1, 1, ?2)
+                     ON CONFLICT (jti) DO UPDATE SET uses = uses + 1",
+                    params![uses.jti, uses.expires_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Ok(record))
         })
         .await
     }

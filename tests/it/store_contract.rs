@@ -19,7 +19,7 @@ use rollgate::config::StoreConfig;
 use rollgate::grants::{GrantFilter, StoredGrant};
 use rollgate::store::sqlite::SqliteStore;
 use rollgate::store::{RedisOptions, Stores};
-use rollgate::tickets::{NewTicket, Ticket, TicketFilter, TicketStatus};
+use rollgate::tickets::{NewTicket, Ticket, TicketApproval, TicketFilter, TicketStatus};
 use tempfile::TempDir;
 
 // === harness ===
@@ -249,12 +249,14 @@ macro_rules! contract {
 
 contract!(
     tickets_get_sequential_ids_and_list_newest_first_with_each_filter,
-    a_ticket_is_decided_once,
-    racing_decisions_on_two_instances_have_exactly_one_winner,
+    a_stale_revision_is_refused,
+    racing_updates_on_two_instances_have_exactly_one_winner_per_revision,
+    racing_read_modify_writes_on_two_instances_each_count_once,
     find_grants_returns_every_live_grant_latest_expiring_first,
     list_grants_returns_live_grants_latest_expiring_first,
     revoking_a_grant_removes_it_everywhere_at_once,
     each_expired_grant_is_taken_once_across_instances,
+    admission_limits_hold_across_instances,
     audit_appends_are_chained_and_verify,
     audit_query_filters_pages_and_cursor,
     audit_query_by_operation_finds_every_record_of_it,
@@ -270,8 +272,18 @@ fn mk_ticket(id: u64, namespace: &str, application: &str, requester: &str) -> Ti
         application: application.into(),
         reason: "hotfix".into(),
         action: Default::default(),
+        images: Vec::new(),
+        max_uses: None,
     };
     Ticket::file(id, new, requester, Timestamp::now())
+}
+
+/// `ticket` changed by `change`, at the next revision.
+fn next(ticket: &Ticket, change: impl FnOnce(&mut Ticket)) -> Ticket {
+    let mut next = ticket.clone();
+    change(&mut next);
+    next.revision = ticket.revision + 1;
+    next
 }
 
 async fn file(stores: &Stores, namespace: &str, application: &str, requester: &str) -> Ticket {
@@ -335,14 +347,8 @@ async fn tickets_get_sequential_ids_and_list_newest_first_with_each_filter(b: &B
     assert_eq!(ids(&filed), ["1", "2", "3", "4"], "ids are sequential");
     assert_eq!(filed[1].number, "RG-000002");
 
-    let mut approved = filed[1].clone();
-    approved.status = TicketStatus::Approved;
-    assert!(
-        s.tickets
-            .update_ticket(&approved, TicketStatus::Pending)
-            .await
-            .unwrap()
-    );
+    let approved = next(&filed[1], |t| t.status = TicketStatus::Approved);
+    assert!(s.tickets.update_ticket(&approved, 0).await.unwrap());
 
     let cases = [
         (
@@ -432,80 +438,263 @@ async fn tickets_get_sequential_ids_and_list_newest_first_with_each_filter(b: &B
     assert_eq!(file(&other, "production", "web", "dave").await.id, "5");
 }
 
-async fn a_ticket_is_decided_once(b: &Backend) {
+async fn a_stale_revision_is_refused(b: &Backend) {
     let s = b.open().await;
     let ticket = file(&s, "production", "web", "alice").await;
-    let mut approved = ticket.clone();
-    approved.status = TicketStatus::Approved;
-    approved.decided_by = Some("bob".into());
-    let mut rejected = ticket.clone();
-    rejected.status = TicketStatus::Rejected;
-    rejected.decided_by = Some("erin".into());
+    assert_eq!(ticket.revision, 0, "a new ticket is at revision 0");
+    let partly = next(&ticket, |t| {
+        t.approvals.push(TicketApproval {
+            by: "bob".into(),
+            at: Timestamp::now(),
+            comment: None,
+        })
+    });
+    let approved = next(&ticket, |t| {
+        t.status = TicketStatus::Approved;
+        t.decided_by = Some("erin".into());
+    });
 
+    assert!(s.tickets.update_ticket(&partly, 0).await.unwrap());
     assert!(
-        s.tickets
-            .update_ticket(&approved, TicketStatus::Pending)
-            .await
-            .unwrap()
+        !s.tickets.update_ticket(&approved, 0).await.unwrap(),
+        "a write based on revision 0 is refused once revision 1 is stored"
     );
-    assert!(
-        !s.tickets
-            .update_ticket(&rejected, TicketStatus::Pending)
-            .await
-            .unwrap(),
-        "a second decision is refused"
+    assert_eq!(
+        s.tickets.get_ticket(&ticket.id).await.unwrap(),
+        Some(partly.clone())
     );
+
+    // Based on the revision it really has, the change is stored, and the
+    // status indexes follow the new status.
+    let approved = next(&partly, |t| t.status = TicketStatus::Approved);
+    assert!(s.tickets.update_ticket(&approved, 1).await.unwrap());
     assert_eq!(
         s.tickets.get_ticket(&ticket.id).await.unwrap(),
         Some(approved.clone())
     );
+    let listed = |status| {
+        let tickets = s.tickets.clone();
+        async move {
+            let filter = TicketFilter {
+                status: Some(status),
+                ..Default::default()
+            };
+            ids(&tickets.list_tickets(&filter).await.unwrap())
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(TicketStatus::Approved).await, [ticket.id.as_str()]);
+    assert!(listed(TicketStatus::Pending).await.is_empty());
 
-    // A transition from the status it really has is allowed (e.g. later bookkeeping).
-    let mut again = approved.clone();
-    again.comment = Some("noted".into());
-    assert!(
+    // A write at the same status but a stale or future revision is refused.
+    let noted = next(&approved, |t| t.comment = Some("noted".into()));
+    for expected in [1, 0, 3] {
+        assert!(
+            !s.tickets.update_ticket(&noted, expected).await.unwrap(),
+            "expected revision {expected} is refused at revision 2"
+        );
+    }
+    assert!(s.tickets.update_ticket(&noted, 2).await.unwrap());
+    assert_eq!(
         s.tickets
-            .update_ticket(&again, TicketStatus::Approved)
+            .get_ticket(&ticket.id)
             .await
             .unwrap()
+            .map(|t| t.revision),
+        Some(3)
     );
 
     let ghost = mk_ticket(77, "production", "web", "alice");
     assert!(
-        !s.tickets
-            .update_ticket(&ghost, TicketStatus::Pending)
-            .await
-            .unwrap(),
+        !s.tickets.update_ticket(&ghost, 0).await.unwrap(),
         "a ticket that does not exist is not updated"
     );
     assert_eq!(s.tickets.get_ticket("77").await.unwrap(), None);
 }
 
-async fn racing_decisions_on_two_instances_have_exactly_one_winner(b: &Backend) {
+async fn racing_updates_on_two_instances_have_exactly_one_winner_per_revision(b: &Backend) {
     let (a, c) = (b.open().await, b.open().await);
     for round in 0..10 {
         let ticket = file(&a, "production", "web", "alice").await;
-        let mut approved = ticket.clone();
-        approved.status = TicketStatus::Approved;
-        let mut rejected = ticket.clone();
-        rejected.status = TicketStatus::Rejected;
-        let (ta, tc) = (a.tickets.clone(), c.tickets.clone());
-        let (ap, rj) = (approved.clone(), rejected.clone());
-        let first = tokio::spawn(async move { ta.update_ticket(&ap, TicketStatus::Pending).await });
-        let second =
-            tokio::spawn(async move { tc.update_ticket(&rj, TicketStatus::Pending).await });
-        let (won_a, won_c) = (
-            first.await.unwrap().unwrap(),
-            second.await.unwrap().unwrap(),
-        );
-        assert!(
-            won_a ^ won_c,
-            "round {round}: exactly one decision wins ({won_a}, {won_c})"
-        );
-        let stored = a.tickets.get_ticket(&ticket.id).await.unwrap().unwrap();
-        let winner = if won_a { approved } else { rejected };
-        assert_eq!(stored, winner, "round {round}: the winner is stored");
+        let mut stored = ticket.clone();
+        // Three revisions in a row, each raced by both instances.
+        for step in 0..3 {
+            let mine = next(&stored, |t| t.comment = Some(format!("a{step}")));
+            let theirs = next(&stored, |t| t.comment = Some(format!("c{step}")));
+            let (ta, tc) = (a.tickets.clone(), c.tickets.clone());
+            let (m, t, rev) = (mine.clone(), theirs.clone(), stored.revision);
+            let first = tokio::spawn(async move { ta.update_ticket(&m, rev).await });
+            let second = tokio::spawn(async move { tc.update_ticket(&t, rev).await });
+            let (won_a, won_c) = (
+                first.await.unwrap().unwrap(),
+                second.await.unwrap().unwrap(),
+            );
+            assert!(
+                won_a ^ won_c,
+                "round {round} step {step}: exactly one write wins ({won_a}, {won_c})"
+            );
+            stored = c.tickets.get_ticket(&ticket.id).await.unwrap().unwrap();
+            let winner = if won_a { mine } else { theirs };
+            assert_eq!(
+                stored, winner,
+                "round {round} step {step}: the winner is stored"
+            );
+        }
+        assert_eq!(stored.revision, 3, "round {round}");
     }
+}
+
+async fn racing_read_modify_writes_on_two_instances_each_count_once(b: &Backend) {
+    let replicas = [b.open().await, b.open().await];
+    let ticket = file(&replicas[0], "production", "web", "alice").await;
+    let mut tasks = Vec::new();
+    for (n, stores) in replicas.iter().enumerate() {
+        for task in 0..2 {
+            let (tickets, id) = (stores.tickets.clone(), ticket.id.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..5 {
+                    // Read, add one approval, write at the revision read; on
+                    // a lost race read again: no approval may be lost or doubled.
+                    loop {
+                        let read = tickets.get_ticket(&id).await.unwrap().unwrap();
+                        let with = next(&read, |t| {
+                            t.approvals.push(TicketApproval {
+                                by: format!("replica{n}-task{task}-{i}"),
+                                at: Timestamp::now(),
+                                comment: None,
+                            })
+                        });
+                        if tickets.update_ticket(&with, read.revision).await.unwrap() {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stored = replicas[1]
+        .tickets
+        .get_ticket(&ticket.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut by = stored.approvers();
+    by.sort();
+    by.dedup();
+    assert_eq!(
+        (by.len(), stored.approvals.len(), stored.revision),
+        (20, 20, 20),
+        "every write counted exactly once"
+    );
+}
+
+/// A database made before tickets had a revision: the store adds the column
+/// on open, old tickets read as revision 0 and update from there.
+#[tokio::test]
+async fn an_old_sqlite_database_gains_the_revision_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rollgate.db");
+    let mut old = serde_json::to_value(mk_ticket(1, "production", "web", "alice")).unwrap();
+    for key in ["approvals", "requiredApprovals", "revision"] {
+        old.as_object_mut().unwrap().remove(key);
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tickets (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                status TEXT NOT NULL,
+                namespace TEXT NOT NULL,
+                application TEXT NOT NULL,
+                requester TEXT NOT NULL,
+                body TEXT NOT NULL
+            );",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO tickets (id, status, namespace, application, requester, body)
+             VALUES (1, 'PENDING', 'production', 'web', 'alice', ?1)",
+            [old.to_string()],
+        )
+        .unwrap();
+    }
+
+    let stores = rollgate::store::open(&StoreConfig::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    // A second process opening the migrated file finds the column there.
+    let again = rollgate::store::open(&StoreConfig::Sqlite(path.clone()))
+        .await
+        .unwrap();
+    let ticket = stores.tickets.get_ticket("1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ticket.revision,
+            ticket.required_approvals,
+            ticket.approvals.len()
+        ),
+        (0, 1, 0),
+        "an old ticket reads with the defaults"
+    );
+    let approved = next(&ticket, |t| t.status = TicketStatus::Approved);
+    assert!(stores.tickets.update_ticket(&approved, 0).await.unwrap());
+    assert!(!stores.tickets.update_ticket(&approved, 0).await.unwrap());
+    assert_eq!(
+        again
+            .tickets
+            .get_ticket("1")
+            .await
+            .unwrap()
+            .map(|t| t.revision),
+        Some(1)
+    );
+    assert_eq!(file(&stores, "staging", "api", "bob").await.id, "2");
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let revision: i64 = conn
+        .query_row("SELECT revision FROM tickets WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(revision, 1, "the column holds the revision");
+}
+
+/// A ticket hash written before tickets had a revision has no `rev` field:
+/// the compare-and-set treats it as revision 0.
+#[tokio::test]
+async fn a_redis_ticket_without_rev_is_at_revision_0() {
+    let server = RedisServer::start(&[]);
+    let stores = rollgate::store::open(&StoreConfig::Redis(server.url()))
+        .await
+        .unwrap();
+    let ticket = file(&stores, "production", "web", "alice").await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{{rollgate}}:ticket:{}", ticket.id);
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(&key)
+        .arg("rev")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the store writes rev");
+
+    let approved = next(&ticket, |t| t.status = TicketStatus::Approved);
+    assert!(!stores.tickets.update_ticket(&approved, 1).await.unwrap());
+    assert!(stores.tickets.update_ticket(&approved, 0).await.unwrap());
+    let rev: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("rev")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rev, "1");
+    assert!(!stores.tickets.update_ticket(&approved, 0).await.unwrap());
 }
 
 // === grants ===
@@ -646,6 +835,110 @@ async fn each_expired_grant_is_taken_once_across_instances(b: &Backend) {
     );
 }
 
+async fn admission_limits_hold_across_instances(b: &Backend) {
+    use rollgate::audit::{AdmissionLimits, GrantUses, LimitHit, RateCheck};
+    let s = b.open().await;
+    let replica = b.open().await;
+    let t = now();
+
+    // A single-use grant: of two racing admissions exactly one is appended.
+    let single = AdmissionLimits {
+        grant_uses: Some(GrantUses {
+            jti: "g-once".into(),
+            max: 1,
+            expires_at: t + 600,
+        }),
+        rate: None,
+    };
+    let (one, two) = tokio::join!(
+        s.audit
+            .append_admission(mk_admission("web", Timestamp::now()), &single),
+        replica
+            .audit
+            .append_admission(mk_admission("web", Timestamp::now()), &single),
+    );
+    let outcomes = [one.unwrap(), two.unwrap()];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&Err(LimitHit::UsedUp { max: 1 })),
+        "{outcomes:?}"
+    );
+
+    // Rate: 2 per hour for `api`; the third is refused until the first leaves the window.
+    let rate = AdmissionLimits {
+        grant_uses: None,
+        rate: Some(RateCheck {
+            limit: 2,
+            window_secs: 3600,
+            now: t,
+        }),
+    };
+    let first = s
+        .audit
+        .append_admission(mk_admission("api", Timestamp::now()), &rate)
+        .await
+        .unwrap()
+        .unwrap();
+    replica
+        .audit
+        .append_admission(mk_admission("api", Timestamp::now()), &rate)
+        .await
+        .unwrap()
+        .unwrap();
+    let third = s
+        .audit
+        .append_admission(mk_admission("api", Timestamp::now()), &rate)
+        .await
+        .unwrap();
+    let first_at: Timestamp = first.timestamp.parse().unwrap();
+    match third {
+        Err(LimitHit::RateLimited {
+            limit: 2,
+            window_secs: 3600,
+            next_at,
+        }) => {
+            assert!(
+                (next_at - (first_at.as_second() + 3600)).abs() <= 1,
+                "next allowed when the first leaves: {next_at}"
+            );
+        }
+        other => panic!("the third admission must be rate limited: {other:?}"),
+    }
+    let other_app = s
+        .audit
+        .append_admission(mk_admission("web", Timestamp::now()), &rate)
+        .await
+        .unwrap();
+    assert!(
+        other_app.is_ok(),
+        "limits are per application: {other_app:?}"
+    );
+    let later = RateCheck {
+        now: t + 3601,
+        ..rate.rate.unwrap()
+    };
+    let after_window = s
+        .audit
+        .append_admission(
+            mk_admission("api", Timestamp::now()),
+            &AdmissionLimits {
+                grant_uses: None,
+                rate: Some(later),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(after_window.is_ok(), "{after_window:?}");
+    assert!(
+        s.audit.verify().await.unwrap().ok,
+        "refusals append nothing; the chain stays whole"
+    );
+}
+
 async fn list_grants_returns_live_grants_latest_expiring_first(b: &Backend) {
     let s = b.open().await;
     let t = now();
@@ -776,6 +1069,14 @@ async fn revoking_a_grant_removes_it_everywhere_at_once(b: &Backend) {
 }
 
 // === audit ===
+
+fn mk_admission(application: &str, at: Timestamp) -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::Admission, at);
+    r.namespace = Some("production".into());
+    r.application_name = Some(application.into());
+    r.decision = Some(AuditDecision::Allowed);
+    r
+}
 
 fn mk_record(i: i64, base: Timestamp) -> AuditRecord {
     let at = base + jiff::SignedDuration::from_secs(i);

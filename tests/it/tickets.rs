@@ -427,3 +427,246 @@ async fn concurrent_approvals_decide_a_ticket_once() {
     );
     assert_eq!(s.audit("event=GRANT_ISSUED").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_revoked_grant_shows_on_its_ticket_and_stops_working() {
+    let s = spawn_server("{}").await;
+    let ticket = s.approved_ticket().await;
+    let id = ticket["id"].as_str().unwrap();
+    let jti = ticket["grant"]["jti"].as_str().unwrap();
+    allowed(&s.review(&restart_by("alice")).await);
+
+    let by_requester = s
+        .post(Some(&s.alice), &format!("/v1/grants/{jti}/revoke"), None)
+        .await;
+    by_requester.problem(StatusCode::FORBIDDEN);
+    let revoked = s
+        .post(
+            Some(&s.bob),
+            &format!("/v1/grants/{jti}/revoke"),
+            Some(json!({"reason": "wrong window"})),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+
+    let shown = s
+        .get(Some(&s.alice), &format!("/v1/tickets/{id}"))
+        .await
+        .body;
+    assert_eq!(shown["grant"]["revokedBy"], "bob", "{shown}");
+    assert!(shown["grant"]["revokedAt"].is_string(), "{shown}");
+    let message = denial(&s.review(&restart_by("alice")).await);
+    assert!(message.contains("you hold no grant"), "{message}");
+    let records = s.audit("event=GRANT_REVOKED").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["reason"], "wrong window");
+    s.post(Some(&s.bob), &format!("/v1/grants/{jti}/revoke"), None)
+        .await
+        .problem(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cancelling_an_approved_ticket_revokes_its_grant() {
+    let s = spawn_server("{}").await;
+    let ticket = s.approved_ticket().await;
+    let id = ticket["id"].as_str().unwrap();
+    allowed(&s.review(&restart_by("alice")).await);
+
+    let cancelled = s
+        .post(Some(&s.alice), &format!("/v1/tickets/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{cancelled:?}");
+    assert_eq!(cancelled.body["status"], "CANCELLED");
+    assert_eq!(cancelled.body["grant"]["revokedBy"], "alice");
+
+    let message = denial(&s.review(&restart_by("alice")).await);
+    assert!(message.contains("you hold no grant"), "{message}");
+    assert_eq!(s.audit("event=GRANT_REVOKED").await.len(), 1);
+    s.get(Some(&s.alice), &format!("/v1/tickets/{id}/grant"))
+        .await
+        .problem(StatusCode::CONFLICT);
+}
+
+/// production needs two approvals; carol is an approver besides bob (dev
+/// mode's group), and so is alice, so only the four-eyes rule stops her on
+/// her own tickets.
+const TWO_APPROVERS: &str = "roles:\n  requiredApprovals: {production: 2}\n  approvers:\n    production:\n      users: [alice, carol]\n";
+
+fn approvers_of(ticket: &serde_json::Value) -> Vec<String> {
+    ticket["approvals"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no approvals: {ticket}"))
+        .iter()
+        .map(|a| a["by"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_namespace_requiring_two_approvals_needs_two_distinct_approvers() {
+    let s = spawn_server(TWO_APPROVERS).await;
+    let ticket = s.file_ticket(&s.alice, "production", "checkout-api").await;
+    assert_eq!(ticket["requiredApprovals"], 2, "{ticket}");
+    assert_eq!(ticket["approvals"], json!([]), "{ticket}");
+    let id = ticket["id"].as_str().unwrap();
+    let number = ticket["number"].as_str().unwrap();
+    let approve = format!("/v1/tickets/{id}/approve");
+
+    // bob's approval is the first of two: still pending, no grant.
+    let first = s
+        .post(
+            Some(&s.bob),
+            &approve,
+            Some(json!({"comment": "looks right"})),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    let t = &first.body;
+    assert_eq!(t["status"], "PENDING", "{t}");
+    assert_eq!(approvers_of(t), ["bob"]);
+    assert_eq!(t["approvals"][0]["comment"], "looks right");
+    assert!(t["approvals"][0]["at"].is_string(), "{t}");
+    assert!(t["grant"].is_null() && t["decidedBy"].is_null(), "{t}");
+    denial(&s.review(&restart_by("alice")).await);
+
+    // bob again: each approver counts once.
+    let detail = s
+        .post(Some(&s.bob), &approve, None)
+        .await
+        .problem(StatusCode::CONFLICT);
+    assert!(
+        detail.contains(&format!(
+            "bob already approved ticket {number} (1 of 2 approvals)"
+        )),
+        "{detail}"
+    );
+    // The requester never counts.
+    let detail = s
+        .post(Some(&s.alice), &approve, None)
+        .await
+        .problem(StatusCode::FORBIDDEN);
+    assert!(
+        detail.contains(&format!("filed ticket {number} and cannot approve")),
+        "{detail}"
+    );
+    let shown = s
+        .get(Some(&s.alice), &format!("/v1/tickets/{id}"))
+        .await
+        .body;
+    assert_eq!(
+        (shown["status"].clone(), approvers_of(&shown)),
+        (json!("PENDING"), vec!["bob".to_owned()]),
+        "the refusals changed nothing"
+    );
+
+    // carol's approval is the second: approved, grant issued.
+    let second = s.post(Some(&s.carol), &approve, None).await;
+    assert_eq!(second.status, StatusCode::OK, "{second:?}");
+    let t = &second.body;
+    assert_eq!(t["status"], "APPROVED", "{t}");
+    assert_eq!(t["decidedBy"], "carol");
+    assert_eq!(approvers_of(t), ["bob", "carol"]);
+    assert!(t["grant"]["jti"].is_string(), "{t}");
+    let warnings = allowed(&s.review(&restart_by("alice")).await);
+    assert!(
+        warnings[0].contains(&format!("allowed by ticket {number}")),
+        "{warnings:?}"
+    );
+
+    let partial = s.audit("event=TICKET_APPROVAL_ADDED").await;
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    assert_eq!(partial[0]["reason"], "approval 1 of 2: looks right");
+    assert_eq!(partial[0]["username"], "bob");
+    assert_eq!(partial[0]["approvers"], json!(["bob"]));
+    let approved = s.audit("event=TICKET_APPROVED").await;
+    assert_eq!(approved.len(), 1, "{approved:?}");
+    assert_eq!(approved[0]["username"], "carol");
+    assert_eq!(approved[0]["approvers"], json!(["bob", "carol"]));
+    assert_eq!(s.audit("event=GRANT_ISSUED").await.len(), 1);
+
+    // Other namespaces keep the default of one approval.
+    let staging = s.file_ticket(&s.alice, "staging", "checkout-api").await;
+    assert_eq!(staging["requiredApprovals"], 1, "{staging}");
+    let path = format!("/v1/tickets/{}/approve", staging["id"].as_str().unwrap());
+    let reply = s.post(Some(&s.bob), &path, None).await;
+    assert_eq!(reply.body["status"], "APPROVED", "{reply:?}");
+}
+
+#[tokio::test]
+async fn any_approver_rejects_a_partly_approved_ticket() {
+    let s = spawn_server(TWO_APPROVERS).await;
+    let ticket = s.file_ticket(&s.alice, "production", "checkout-api").await;
+    let id = ticket["id"].as_str().unwrap();
+    let first = s
+        .post(Some(&s.bob), &format!("/v1/tickets/{id}/approve"), None)
+        .await;
+    assert_eq!(first.body["status"], "PENDING", "{first:?}");
+
+    let rejected = s
+        .post(
+            Some(&s.carol),
+            &format!("/v1/tickets/{id}/reject"),
+            Some(json!({"comment": "not during the sale"})),
+        )
+        .await;
+
+    assert_eq!(rejected.status, StatusCode::OK, "{rejected:?}");
+    assert_eq!(rejected.body["status"], "REJECTED");
+    assert_eq!(approvers_of(&rejected.body), ["bob"]);
+    s.post(Some(&s.carol), &format!("/v1/tickets/{id}/approve"), None)
+        .await
+        .problem(StatusCode::CONFLICT);
+    denial(&s.review(&restart_by("alice")).await);
+    assert!(s.audit("event=GRANT_ISSUED").await.is_empty());
+}
+
+#[tokio::test]
+async fn racing_approvals_both_count_and_the_grant_is_issued_once() {
+    let s = spawn_server(TWO_APPROVERS).await;
+    let rounds = 5;
+    for round in 0..rounds {
+        let ticket = s.file_ticket(&s.alice, "production", "checkout-api").await;
+        let id = ticket["id"].as_str().unwrap();
+        let approve = format!("/v1/tickets/{id}/approve");
+
+        let (by_bob, by_carol) = tokio::join!(
+            s.post(Some(&s.bob), &approve, None),
+            s.post(Some(&s.carol), &approve, None),
+        );
+
+        assert_eq!(
+            (by_bob.status, by_carol.status),
+            (StatusCode::OK, StatusCode::OK),
+            "round {round}: both approvals count: {by_bob:?} {by_carol:?}"
+        );
+        let mut statuses = [
+            by_bob.body["status"].as_str().unwrap(),
+            by_carol.body["status"].as_str().unwrap(),
+        ];
+        statuses.sort();
+        assert_eq!(statuses, ["APPROVED", "PENDING"], "round {round}");
+        let shown = s
+            .get(Some(&s.alice), &format!("/v1/tickets/{id}"))
+            .await
+            .body;
+        assert_eq!(shown["status"], "APPROVED", "round {round}: {shown}");
+        let mut by = approvers_of(&shown);
+        by.sort();
+        assert_eq!(by, ["bob", "carol"], "round {round}: each once");
+        let issued: Vec<_> = s
+            .audit("event=GRANT_ISSUED")
+            .await
+            .into_iter()
+            .filter(|r| r["ticketId"] == id)
+            .collect();
+        assert_eq!(issued.len(), 1, "round {round}: one grant: {issued:?}");
+        assert_eq!(issued[0]["grantJti"], shown["grant"]["jti"]);
+    }
+    let grants = s.get(Some(&s.bob), "/v1/grants?namespace=production").await;
+    assert_eq!(
+        grants.body["items"].as_array().unwrap().len(),
+        rounds,
+        "one live grant per ticket: {grants:?}"
+    );
+    assert_eq!(s.audit("event=TICKET_APPROVED").await.len(), rounds);
+    assert_eq!(s.audit("event=TICKET_APPROVAL_ADDED").await.len(), rounds);
+}

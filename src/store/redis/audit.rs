@@ -8,13 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN, RedisStore, eval,
-    scripts,
+    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN, RATE_PREFIX,
+    RedisStore, USES_PREFIX, eval, scripts,
 };
 use crate::audit::chain::{self, ChainWalker, GENESIS_HASH};
 use crate::audit::{
-    AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, VerifyReport,
-    timestamp_text,
+    AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, LimitHit,
+    MAX_PAGE, RateCheck, VerifyReport, timestamp_text,
 };
 use crate::store::Error;
 
@@ -102,16 +102,37 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl AuditLog for RedisStore {
-    async fn append(&self, mut record: AuditRecord) -> Result<AuditRecord, Error> {
+impl RedisStore {
+    /// Compare-and-append with optional limits (see `scripts::APPEND_AUDIT`).
+    async fn append_with(
+        &self,
+        mut record: AuditRecord,
+        limits: &AdmissionLimits,
+    ) -> Result<Result<AuditRecord, LimitHit>, Error> {
         let mut head = self.head.lock().await;
-        let op_key = record
-            .operation_id
-            .as_deref()
-            .map(|op| format!("{AUDIT_OP_PREFIX}{op}"));
-        let mut keys = vec![AUDIT, AUDIT_TURN];
-        keys.extend(op_key.as_deref());
+        let op_key = match record.operation_id.as_deref() {
+            Some(op) => format!("{AUDIT_OP_PREFIX}{op}"),
+            None => format!("{AUDIT_OP_PREFIX}-"),
+        };
+        let uses_key = format!(
+            "{USES_PREFIX}{}",
+            limits.grant_uses.as_ref().map_or("-", |u| u.jti.as_str())
+        );
+        let rate_key = format!(
+            "{RATE_PREFIX}{}/{}",
+            record.namespace.as_deref().unwrap_or_default(),
+            record.application_name.as_deref().unwrap_or_default()
+        );
+        let keys = [AUDIT, AUDIT_TURN, &op_key, &uses_key, &rate_key];
+        let (max_uses, uses_expire) = limits
+            .grant_uses
+            .as_ref()
+            .map_or((0, 0), |u| (u.max, u.expires_at));
+        let rate = limits.rate.unwrap_or(RateCheck {
+            limit: 0,
+            window_secs: 0,
+            now: 0,
+        });
         for _ in 0..APPEND_ATTEMPTS {
             // `id` is part of the hash, so the record is chained for the seq
             // it expects to get; the script refuses it if the head moved.
@@ -123,18 +144,40 @@ impl AuditLog for RedisStore {
                 .arg(GENESIS_HASH)
                 .arg(&record.hash)
                 .arg(serde_json::to_string(&record)?)
-                .arg(&*self.replica);
-            let (appended, seq, hash): (i64, String, String) =
+                .arg(&*self.replica)
+                .arg(if record.operation_id.is_some() {
+                    "1"
+                } else {
+                    "0"
+                })
+                .arg(max_uses)
+                .arg(uses_expire)
+                .arg(rate.limit)
+                .arg(rate.window_secs)
+                .arg(rate.now);
+            let (outcome, first, second): (i64, String, String) =
                 self.write(&scripts::APPEND_AUDIT, cmd).await?;
-            let seq = seq.parse().map_err(|_| {
+            if outcome == 2 {
+                let number = second.parse::<i64>().unwrap_or_default();
+                return Ok(Err(match first.as_str() {
+                    "used_up" => LimitHit::UsedUp { max: max_uses },
+                    _ => LimitHit::RateLimited {
+                        limit: rate.limit,
+                        window_secs: rate.window_secs,
+                        next_at: number,
+                    },
+                }));
+            }
+            let seq = first.parse().map_err(|_| {
                 Error::Redis(redis::RedisError::from((
                     redis::ErrorKind::UnexpectedReturnType,
                     "the audit head has a malformed id",
                 )))
             })?;
-            if appended == 1 {
+            let hash = second;
+            if outcome == 1 {
                 *head = Head { seq, hash };
-                return Ok(record);
+                return Ok(Ok(record));
             }
             if seq == head.seq && hash == head.hash {
                 // Linked right but another replica holds the turn: let it go first.
@@ -143,6 +186,28 @@ impl AuditLog for RedisStore {
             *head = Head { seq, hash };
         }
         Err(Error::ChainContention(APPEND_ATTEMPTS))
+    }
+}
+
+#[async_trait]
+impl AuditLog for RedisStore {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, Error> {
+        match self
+            .append_with(record, &AdmissionLimits::default())
+            .await?
+        {
+            Ok(record) => Ok(record),
+            // No limits were asked for, so none can be hit.
+            Err(_) => Err(Error::ChainContention(0)),
+        }
+    }
+
+    async fn append_admission(
+        &self,
+        record: AuditRecord,
+        limits: &AdmissionLimits,
+    ) -> Result<Result<AuditRecord, LimitHit>, Error> {
+        self.append_with(record, limits).await
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {

@@ -50,7 +50,10 @@ impl GrantStore for RedisStore {
     async fn put_grant(&self, grant: &StoredGrant) -> Result<(), Error> {
         let keys = grant_keys(grant);
         let mut cmd = eval(&scripts::PUT_GRANT, &key_refs(&keys));
-        let meta = StoredGrant { token: String::new(), ..grant.clone() };
+        let meta = StoredGrant {
+            token: String::new(),
+            ..grant.clone()
+        };
         cmd.arg(&grant.jti)
             .arg(grant.expires_at)
             .arg(serde_json::to_string(grant)?)

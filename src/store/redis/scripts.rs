@@ -13,11 +13,11 @@ use redis::Script;
 
 /// Stores a new ticket and indexes it.
 /// KEYS: ticket hash, all-tickets index, status index.
-/// ARGV: id, status, body.
+/// ARGV: id, status, body, revision.
 pub static CREATE_TICKET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'body', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'body', ARGV[3], 'rev', ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
 return 1
@@ -25,19 +25,26 @@ return 1
     )
 });
 
-/// Compare-and-set of a ticket on its status: 1 when replaced, 0 when the
-/// stored status was not the expected one (or the ticket does not exist).
-/// KEYS: ticket hash, index of the expected status, index of the new status.
-/// ARGV: expected status, new status, body, id.
+/// Compare-and-set of a ticket on its revision: 1 when replaced, 0 when the
+/// stored revision was not the expected one (or the ticket does not exist).
+/// A ticket stored without `rev` (by an older rollgate) is at revision 0.
+/// The ticket moves from the index of its stored status to that of its new one.
+/// Revisions are compared as the decimal strings the client writes.
+/// KEYS: ticket hash, index of the new status.
+/// ARGV: expected revision, new revision, new status, body, id, status index
+/// prefix (`{rollgate}:tickets:`, so the old status's index shares the slot).
 pub static UPDATE_TICKET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then
+local old = redis.call('HGET', KEYS[1], 'status')
+if not old or (redis.call('HGET', KEYS[1], 'rev') or '0') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'body', ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[4])
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'rev', ARGV[2], 'body', ARGV[4])
+if old ~= ARGV[3] then
+  redis.call('ZREM', ARGV[6] .. old, ARGV[5])
+end
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[5])
 return 1
 ",
     )
@@ -160,8 +167,15 @@ return out
 /// turn key), during which only it may append; it knows the head from the
 /// refusal, so its retry succeeds, and a replica appending in a tight loop
 /// cannot starve the others.
-/// KEYS: the stream, the turn key, then optionally the record's operation index.
-/// ARGV: seq, prevHash, genesis hash, record hash, record JSON, replica id.
+/// Limits (an allowed admission): when the grant's use counter has reached
+/// its maximum, or the application's rate window is full, nothing is
+/// appended and the answer is `{2, 'used_up', max}` or `{2, 'rate', next
+/// allowed unix time}`; otherwise the append counts against them.
+/// KEYS: the stream, the turn key, the operation index, the grant's use
+/// counter, the application's rate window (unused keys are still named).
+/// ARGV: seq, prevHash, genesis hash, record hash, record JSON, replica id,
+/// '1' when the record has an operation, max uses (0: none), use counter
+/// expiry (unix), rate limit (0: none), window seconds, now (unix).
 pub static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -182,9 +196,35 @@ if not linked or (turn and turn ~= ARGV[6]) then
   end
   return {0, string.format('%d', seq), head}
 end
+local max_uses = tonumber(ARGV[8])
+if max_uses > 0 then
+  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if used >= max_uses then
+    if turn then redis.call('DEL', KEYS[2]) end
+    return {2, 'used_up', ARGV[8]}
+  end
+end
+local limit, window, now = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
+  local count = redis.call('ZCARD', KEYS[5])
+  if count >= limit then
+    local nth = redis.call('ZRANGE', KEYS[5], count - limit, count - limit, 'WITHSCORES')
+    if turn then redis.call('DEL', KEYS[2]) end
+    return {2, 'rate', string.format('%d', tonumber(nth[2]) + window)}
+  end
+end
 redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'hash', ARGV[4], 'record', ARGV[5])
-if KEYS[3] then
+if ARGV[7] == '1' then
   redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+end
+if max_uses > 0 then
+  redis.call('INCR', KEYS[4])
+  redis.call('EXPIREAT', KEYS[4], ARGV[9])
+end
+if limit > 0 then
+  redis.call('ZADD', KEYS[5], now, ARGV[1])
+  redis.call('EXPIRE', KEYS[5], window)
 end
 if turn then
   redis.call('DEL', KEYS[2])

@@ -1,6 +1,6 @@
 //! [`TicketStore`] on Redis: ids from `INCR`, each ticket a hash of its
-//! status and JSON body, indexed newest first overall and per status; a
-//! decision is a compare-and-set script on the stored status.
+//! status, revision and JSON body, indexed newest first overall and per
+//! status; every change is a compare-and-set script on the stored revision.
 
 use async_trait::async_trait;
 
@@ -12,8 +12,13 @@ fn ticket_key(id: u64) -> String {
     format!("{TICKET_PREFIX}{id}")
 }
 
+/// Prefix of the per-status indexes: `{rollgate}:tickets:PENDING`, …
+fn status_prefix() -> String {
+    format!("{TICKETS}:")
+}
+
 fn status_key(status: TicketStatus) -> String {
-    format!("{TICKETS}:{}", status.as_str())
+    format!("{}{}", status_prefix(), status.as_str())
 }
 
 #[async_trait]
@@ -30,7 +35,8 @@ impl TicketStore for RedisStore {
         );
         cmd.arg(id)
             .arg(ticket.status.as_str())
-            .arg(serde_json::to_string(&ticket)?);
+            .arg(serde_json::to_string(&ticket)?)
+            .arg(ticket.revision);
         self.write::<i64>(&scripts::CREATE_TICKET, cmd).await?;
         Ok(ticket)
     }
@@ -69,22 +75,20 @@ impl TicketStore for RedisStore {
         Ok(out)
     }
 
-    async fn update_ticket(&self, ticket: &Ticket, expected: TicketStatus) -> Result<bool, Error> {
+    async fn update_ticket(&self, ticket: &Ticket, expected_revision: u64) -> Result<bool, Error> {
         let Ok(id) = ticket.id.parse::<u64>() else {
             return Ok(false);
         };
         let mut cmd = eval(
             &scripts::UPDATE_TICKET,
-            &[
-                &ticket_key(id),
-                &status_key(expected),
-                &status_key(ticket.status),
-            ],
+            &[&ticket_key(id), &status_key(ticket.status)],
         );
-        cmd.arg(expected.as_str())
+        cmd.arg(expected_revision)
+            .arg(ticket.revision)
             .arg(ticket.status.as_str())
             .arg(serde_json::to_string(ticket)?)
-            .arg(id);
+            .arg(id)
+            .arg(status_prefix());
         let changed: i64 = self.write(&scripts::UPDATE_TICKET, cmd).await?;
         Ok(changed == 1)
     }

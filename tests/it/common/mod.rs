@@ -19,6 +19,7 @@ pub struct TestServer {
     pub dir: TempDir,
     server: RunningServer,
     yaml: String,
+    store: Option<StoreConfig>,
     /// `https://127.0.0.1:PORT` of the webhook listener.
     pub webhook: String,
     /// `https://127.0.0.1:PORT` of the ticket API.
@@ -67,9 +68,17 @@ pub async fn spawn_server(yaml: &str) -> TestServer {
 /// Like [`spawn_server`], on an existing dev directory (its CA, keys, users
 /// and store are reused, as `serve --dev` does on a second run).
 pub async fn spawn_server_in(dir: TempDir, yaml: &str) -> TestServer {
+    spawn_server_with(dir, yaml, None).await
+}
+
+/// Like [`spawn_server_in`] on the given store (e.g. a Redis URL).
+pub async fn spawn_server_with(dir: TempDir, yaml: &str, store: Option<StoreConfig>) -> TestServer {
     // reqwest is built with rustls-no-provider: one process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = mk_config(dir.path(), yaml);
+    let mut config = mk_config(dir.path(), yaml);
+    if let Some(store) = store.clone() {
+        config.store = store;
+    }
     let server = rollgate::server::start(config).await.unwrap();
 
     let users: rollgate::auth::DevUsersFile =
@@ -100,8 +109,25 @@ pub async fn spawn_server_in(dir: TempDir, yaml: &str) -> TestServer {
         http,
         server,
         yaml: yaml.to_owned(),
+        store,
         dir,
     }
+}
+
+/// A second rollgate on the same store with the first one's dev keys, CA and
+/// users (as two `serve --dev` processes on one dev dir and one Redis): a replica.
+pub async fn spawn_replica(first: &TestServer) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "ca.crt",
+        "tls.crt",
+        "tls.key",
+        "signing-key.pem",
+        "users.json",
+    ] {
+        std::fs::copy(first.dir.path().join(file), dir.path().join(file)).unwrap();
+    }
+    spawn_server_with(dir, &first.yaml, first.store.clone()).await
 }
 
 /// The config `rollgate serve --dev --dev-dir DIR` with every listener on
@@ -141,8 +167,9 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same directory and config.
     pub async fn restart(self) -> TestServer {
+        let store = self.store.clone();
         let (dir, yaml) = self.stop().await;
-        spawn_server_in(dir, &yaml).await
+        spawn_server_with(dir, &yaml, store).await
     }
 
     /// The embedded store's database file.

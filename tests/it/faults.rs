@@ -1,0 +1,150 @@
+//! rollgate on Redis when Redis fails: gated changes are denied within the
+//! store budget with a message saying so (or allowed in fail-open
+//! namespaces), ungated ones pass, `/readyz` and `rollgate_store_up` report
+//! it, and everything recovers by itself. Also: a grant planted straight
+//! into Redis without the signing key admits nothing.
+
+use std::time::{Duration, Instant};
+
+use rollgate::config::StoreConfig;
+
+use crate::common::{TestServer, allowed, denial, fixture, restart_by, spawn_server_with};
+use crate::store_contract::RedisServer;
+
+const YAML: &str = "storeTimeout: 500ms\npolicy:\n  protectedNamespaces: [production, payments]\n  failOpenNamespaces: [payments]\n";
+
+async fn spawn_on(redis: &RedisServer) -> TestServer {
+    let store = StoreConfig::parse(&redis.url()).unwrap();
+    spawn_server_with(tempfile::tempdir().unwrap(), YAML, Some(store)).await
+}
+
+/// The same restart, in namespace `payments` (fail-open).
+fn payments_restart() -> serde_json::Value {
+    let mut review = restart_by("alice");
+    review["request"]["namespace"] = "payments".into();
+    review["request"]["object"]["metadata"]["namespace"] = "payments".into();
+    review["request"]["oldObject"]["metadata"]["namespace"] = "payments".into();
+    review
+}
+
+async fn readyz(s: &TestServer) -> (u16, serde_json::Value) {
+    let resp = s
+        .http
+        .get(format!("{}/readyz", s.admin))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Polls until `check` holds (the store watch ticks every 5 s).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paused_or_dead_redis_fails_closed_within_budget_and_recovers() {
+    let mut redis = RedisServer::start(&[]);
+    let s = spawn_on(&redis).await;
+    s.approved_ticket().await;
+    allowed(&s.review(&restart_by("alice")).await);
+
+    redis.signal("STOP");
+    let started = Instant::now();
+    let message = denial(&s.review(&restart_by("alice")).await);
+    let took = started.elapsed();
+    assert!(
+        message.contains("cannot reach its grant store"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("rollgate ticket request"),
+        "no ticket advice when the store is down: {message}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the 500 ms budget holds: {took:?}"
+    );
+
+    let ungated = s.review(&fixture("scale-review.json")).await;
+    assert_eq!(
+        ungated["allowed"], true,
+        "ungated changes never touch the store"
+    );
+    let warnings = allowed(&s.review(&payments_restart()).await);
+    assert!(
+        warnings.iter().any(|w| w.contains("failure mode is open")),
+        "{warnings:?}"
+    );
+
+    eventually("readyz reporting the store", || async {
+        let (status, body) = readyz(&s).await;
+        assert_eq!(status, 200, "readiness never fails on the store");
+        body["store"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("unavailable"))
+    })
+    .await;
+    assert!(s.metrics().await.contains("rollgate_store_up 0"));
+
+    redis.signal("CONT");
+    eventually("the grant to work again", || async {
+        s.review(&restart_by("alice")).await["allowed"] == true
+    })
+    .await;
+
+    redis.restart();
+    eventually("recovery after a Redis restart", || async {
+        s.review(&restart_by("alice")).await["allowed"] == true
+    })
+    .await;
+    eventually("readyz store ok", || async {
+        readyz(&s).await.1["store"] == "ok"
+    })
+    .await;
+    assert!(s.metrics().await.contains("rollgate_store_up 1"));
+}
+
+#[tokio::test]
+async fn a_grant_planted_in_redis_without_the_signing_key_admits_nothing() {
+    let redis = RedisServer::start(&[]);
+    let s = spawn_on(&redis).await;
+    let now = jiff::Timestamp::now().as_second();
+    let planted = serde_json::json!({
+        "jti": "planted", "user": "alice", "namespace": "production", "application": "checkout-api",
+        "ticketId": "1", "ticketNumber": "RG-000001", "expiresAt": now + 3600,
+        "token": "eyJhbGciOiJFZERTQSIsInR5cCI6InJvbGxnYXRlLWdyYW50K2p3dCJ9.e30.c2ln",
+    });
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("{rollgate}:grant:planted")
+        .arg(planted.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("{rollgate}:grants:sub:production/checkout-api/alice")
+        .arg(now + 3600)
+        .arg("planted")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let message = denial(&s.review(&restart_by("alice")).await);
+    assert!(
+        message.contains("your grant does not count"),
+        "the planted row was found and rejected: {message}"
+    );
+}
