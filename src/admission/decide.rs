@@ -90,9 +90,16 @@ impl Decision {
             }
             Self::Denied(DenyReason::NoGrant) => "no grant".into(),
             Self::Denied(DenyReason::Rejected(r)) => r.to_string(),
-            Self::Denied(DenyReason::Limited(LimitHit::UsedUp { max })) => format!("grant used up ({max} uses)"),
-            Self::Denied(DenyReason::Limited(LimitHit::RateLimited { limit, window_secs, .. })) => {
-                format!("rate limit: {limit} changes per {}", human_duration(*window_secs))
+            Self::Denied(DenyReason::Limited(LimitHit::UsedUp { max })) => {
+                format!("grant used up ({max} uses)")
+            }
+            Self::Denied(DenyReason::Limited(LimitHit::RateLimited {
+                limit, window_secs, ..
+            })) => {
+                format!(
+                    "rate limit: {limit} changes per {}",
+                    human_duration(*window_secs)
+                )
             }
             Self::Denied(DenyReason::Unavailable(u)) => {
                 format!("{} unavailable: {}", u.what, u.detail)
@@ -125,8 +132,14 @@ impl Decision {
             Self::Denied(DenyReason::Rejected(r)) => {
                 let _ = write!(msg, " and your grant does not count: {r}.");
             }
-            Self::Denied(DenyReason::Limited(LimitHit::RateLimited { limit, window_secs, next_at })) => {
-                let next = jiff::Timestamp::from_second(*next_at).map(|t| t.to_string()).unwrap_or_default();
+            Self::Denied(DenyReason::Limited(LimitHit::RateLimited {
+                limit,
+                window_secs,
+                next_at,
+            })) => {
+                let next = jiff::Timestamp::from_second(*next_at)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
                 let _ = write!(
                     msg,
                     ": application {app} had {limit} changes admitted in the last {window}, the most policy.rateLimit allows. \
@@ -137,7 +150,10 @@ impl Decision {
                 return msg;
             }
             Self::Denied(DenyReason::Limited(LimitHit::UsedUp { max })) => {
-                let _ = write!(msg, " and your grant is used up: its ticket allowed {max} change(s).");
+                let _ = write!(
+                    msg,
+                    " and your grant is used up: its ticket allowed {max} change(s)."
+                );
             }
             _ => msg.push_str(" and you hold no grant for this application."),
         }
@@ -239,7 +255,12 @@ fn verify_one(
         Some(_) => grant.user.as_str(),
         None => change.requester.username.as_str(),
     };
-    let new_images: Vec<&str> = change.diff.images.iter().filter_map(|i| i.current_image.as_deref()).collect();
+    let new_images: Vec<&str> = change
+        .diff
+        .images
+        .iter()
+        .filter_map(|i| i.current_image.as_deref())
+        .collect();
     let expected = Expected {
         user,
         namespace: &change.namespace,

@@ -240,16 +240,30 @@ async fn record(
     }
     let append = async {
         match decision {
-            Decision::Allowed { jti, expires_at, max_uses, .. } => {
+            Decision::Allowed {
+                jti,
+                expires_at,
+                max_uses,
+                ..
+            } => {
                 let limits = AdmissionLimits {
-                    grant_uses: max_uses.map(|max| GrantUses { jti: jti.clone(), max, expires_at: *expires_at }),
+                    grant_uses: max_uses.map(|max| GrantUses {
+                        jti: jti.clone(),
+                        max,
+                        expires_at: *expires_at,
+                    }),
                     rate: state.policy.rate_limit.map(|rate| RateCheck {
                         limit: rate.limit,
                         window_secs: i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX),
                         now: jiff::Timestamp::now().as_second(),
                     }),
                 };
-                state.stores.audit.append_admission(r, &limits).await.map(|outcome| outcome.err())
+                state
+                    .stores
+                    .audit
+                    .append_admission(r, &limits)
+                    .await
+                    .map(|outcome| outcome.err())
             }
             _ => state.stores.audit.append(r).await.map(|_| None),
         }

@@ -135,7 +135,10 @@ impl GrantVerifier {
             return Err(GrantRejection::ActionNotAllowed(claims.action));
         }
         if !claims.images.is_empty() {
-            let unpinned = expected.new_images.iter().find(|image| !claims.images.iter().any(|p| p == *image));
+            let unpinned = expected
+                .new_images
+                .iter()
+                .find(|image| !claims.images.iter().any(|p| p == *image));
             if let Some(image) = unpinned {
                 return Err(GrantRejection::ImageNotPinned((*image).to_owned()));
             }

@@ -234,11 +234,28 @@ fn a_grant_pinned_to_images_admits_only_those() {
     let mut claims = mk_claims(&issuer);
     claims.images = vec!["registry.example.com/web:v2".into()];
     let token = issuer.sign(&claims).unwrap();
-    let image = |new_images| Expected { action: "image", new_images, ..EXPECTED };
-    assert!(verifier.verify(&token, image(&["registry.example.com/web:v2"]), NOW).is_ok());
+    let image = |new_images| Expected {
+        action: "image",
+        new_images,
+        ..EXPECTED
+    };
+    assert!(
+        verifier
+            .verify(&token, image(&["registry.example.com/web:v2"]), NOW)
+            .is_ok()
+    );
     assert_eq!(
-        verifier.verify(&token, image(&["registry.example.com/web:v2", "evil.example/miner:1"]), NOW).unwrap_err(),
+        verifier
+            .verify(
+                &token,
+                image(&["registry.example.com/web:v2", "evil.example/miner:1"]),
+                NOW
+            )
+            .unwrap_err(),
         GrantRejection::ImageNotPinned("evil.example/miner:1".into())
     );
-    assert!(verifier.verify(&token, EXPECTED, NOW).is_ok(), "a restart sets no image");
+    assert!(
+        verifier.verify(&token, EXPECTED, NOW).is_ok(),
+        "a restart sets no image"
+    );
 }

@@ -127,7 +127,10 @@ pub struct RateLimit {
 impl Default for RateLimit {
     /// DESIGN.md's default for redeploys: 6 per hour per application.
     fn default() -> Self {
-        Self { limit: 6, window: std::time::Duration::from_secs(3600) }
+        Self {
+            limit: 6,
+            window: std::time::Duration::from_secs(3600),
+        }
     }
 }
 
@@ -312,8 +315,13 @@ mod failure_mode_tests {
     fn fail_open_is_off_by_default_and_set_per_namespace() {
         let mut policy = Policy::default();
         assert_eq!(policy.failure_mode_for("production"), FailureMode::Closed);
-        policy.fail_open_namespaces.insert("staging-protected".into());
-        assert_eq!(policy.failure_mode_for("staging-protected"), FailureMode::Open);
+        policy
+            .fail_open_namespaces
+            .insert("staging-protected".into());
+        assert_eq!(
+            policy.failure_mode_for("staging-protected"),
+            FailureMode::Open
+        );
         assert_eq!(policy.failure_mode_for("production"), FailureMode::Closed);
         policy.failure_mode = FailureMode::Open;
         assert_eq!(policy.failure_mode_for("production"), FailureMode::Open);
