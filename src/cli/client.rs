@@ -58,10 +58,18 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             namespace,
             reason,
             action,
+            images,
+            max_uses,
             client,
         } => {
             let api = ApiClient::connect(&client).await?;
-            let body = json!({"namespace": namespace, "application": application, "reason": reason, "action": action.as_str()});
+            let mut body = json!({"namespace": namespace, "application": application, "reason": reason, "action": action.as_str()});
+            if !images.is_empty() {
+                body["images"] = json!(images);
+            }
+            if let Some(max) = max_uses {
+                body["maxUses"] = json!(max);
+            }
             let ticket = api
                 .call(Method::POST, "/v1/tickets", &[], Some(body))
                 .await?;

@@ -265,6 +265,12 @@ pub enum TicketCommand {
         reason: String,
         #[arg(long, value_enum, default_value_t = ActionArg::Any)]
         action: ActionArg,
+        /// Pin an image change to this exact reference (repeat for several containers).
+        #[arg(long = "image", value_name = "REF")]
+        images: Vec<String>,
+        /// Pin how many changes the grant admits (e.g. 1 for a single restart).
+        #[arg(long)]
+        max_uses: Option<u32>,
         #[command(flatten)]
         client: ClientArgs,
     },

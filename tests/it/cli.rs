@@ -827,3 +827,31 @@ async fn serve_dev_quickstart_works_as_printed_and_sigterm_exits_cleanly() {
         .unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+#[tokio::test]
+async fn ticket_request_pins_images_and_uses() {
+    let s = spawn_server("{}").await;
+    let args = [
+        "ticket",
+        "request",
+        "-n",
+        "production",
+        "checkout-api",
+        "--reason",
+        "ship v3.42",
+        "--action",
+        "image",
+        "--image",
+        "registry.example.com/shop/checkout-api:v3.42.0",
+        "--max-uses",
+        "1",
+        "-o",
+        "json",
+    ];
+    let ticket = json(&rollgate(&s, &s.alice, &args).await);
+    assert_eq!(
+        ticket["images"],
+        serde_json::json!(["registry.example.com/shop/checkout-api:v3.42.0"])
+    );
+    assert_eq!(ticket["maxUses"], 1);
+}
