@@ -60,6 +60,27 @@ impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
     }
 }
 
+/// POSTs a review object and returns the API server's answer; any failure
+/// to get one is `Unavailable` (never a denial).
+async fn create_review<K>(client: &Client, review: &K, kind: &str) -> Result<K, Error>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::all(client.clone());
+    api.create(&PostParams::default(), review)
+        .await
+        .map_err(|e| {
+            Error::Unavailable(format!(
+                "{kind} failed: {}",
+                crate::admission::error_chain(&e)
+            ))
+        })
+}
+
 /// Authenticates bearer tokens with a Kubernetes TokenReview.
 pub struct TokenReviewer {
     client: Client,
@@ -93,16 +114,7 @@ impl Authenticator for TokenReviewer {
             },
             ..TokenReview::default()
         };
-        let api: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "TokenReview failed: {}",
-                    crate::admission::error_chain(&e)
-                ))
-            })?;
+        let answer = create_review(&self.client, &review, "TokenReview").await?;
         let status = answer.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             return Err(Error::InvalidToken);
@@ -177,16 +189,7 @@ impl Authorizer for AccessReviewer {
             },
             ..SubjectAccessReview::default()
         };
-        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let answer = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "SubjectAccessReview failed: {}",
-                    crate::admission::error_chain(&e)
-                ))
-            })?;
+        let answer = create_review(&self.client, &review, "SubjectAccessReview").await?;
         let allowed = answer.status.is_some_and(|s| s.allowed);
         self.cache.put(key, allowed);
         Ok(allowed)

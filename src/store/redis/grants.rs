@@ -71,11 +71,11 @@ impl GrantStore for RedisStore {
         now: i64,
     ) -> Result<Vec<StoredGrant>, Error> {
         let mut cmd = eval(
-            &scripts::FIND_GRANT,
+            &scripts::LIST_GRANTS,
             &[&subject_key(user, namespace, application)],
         );
-        cmd.arg(now).arg(GRANT_PREFIX);
-        let bodies: Vec<String> = self.read(&scripts::FIND_GRANT, cmd).await?;
+        cmd.arg(now).arg(GRANT_PREFIX).arg(8);
+        let bodies: Vec<String> = self.read(&scripts::LIST_GRANTS, cmd).await?;
         let mut grants = Vec::with_capacity(bodies.len());
         for body in bodies {
             let g: StoredGrant = serde_json::from_str(&body)?;
@@ -106,7 +106,7 @@ impl GrantStore for RedisStore {
             (None, None) => GRANTS.to_owned(),
         };
         let mut cmd = eval(&scripts::LIST_GRANTS, &[&index]);
-        cmd.arg(now).arg(GRANT_PREFIX);
+        cmd.arg(now).arg(GRANT_PREFIX).arg(0);
         let bodies: Vec<String> = self.read(&scripts::LIST_GRANTS, cmd).await?;
         let mut out = Vec::with_capacity(bodies.len());
         for body in bodies {

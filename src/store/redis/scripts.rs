@@ -90,29 +90,18 @@ return 1
     )
 });
 
-/// The body of the live grant expiring last in a subject index, or nil: the
-/// webhook's one round trip.
-/// KEYS: the (namespace, application, user) index. ARGV: now, grant key prefix.
-pub static FIND_GRANT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'LIMIT', 0, 8)
-local out = {}
-for _, jti in ipairs(jtis) do
-  local body = redis.call('GET', ARGV[2] .. jti)
-  if body then out[#out + 1] = body end
-end
-return out
-",
-    )
-});
-
-/// Bodies of the live grants of an index, latest-expiring first.
-/// KEYS: the index. ARGV: now, grant key prefix.
+/// Bodies of the live grants of an index, latest-expiring first: with the
+/// (namespace, application, user) index and a limit, the webhook's one round trip.
+/// KEYS: the index. ARGV: now, grant key prefix, most to return (0: all).
 pub static LIST_GRANTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1])
+local jtis
+if tonumber(ARGV[3]) > 0 then
+  jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+else
+  jtis = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. ARGV[1])
+end
 local out = {}
 for _, jti in ipairs(jtis) do
   local body = redis.call('GET', ARGV[2] .. jti)
