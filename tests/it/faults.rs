@@ -148,3 +148,35 @@ async fn a_grant_planted_in_redis_without_the_signing_key_admits_nothing() {
         "the planted row was found and rejected: {message}"
     );
 }
+
+#[tokio::test]
+async fn a_change_that_cannot_be_recorded_is_not_made() {
+    let redis = RedisServer::start(&[]);
+    let s = spawn_on(&redis).await;
+    s.approved_ticket().await;
+    allowed(&s.review(&restart_by("alice")).await);
+
+    // Break only the audit stream: the grant lookup still answers, the append cannot.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("RENAME")
+        .arg("{rollgate}:audit")
+        .arg("{rollgate}:audit:moved")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("{rollgate}:audit")
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let message = denial(&s.review(&restart_by("alice")).await);
+    assert!(message.contains("cannot reach its audit log"), "{message}");
+    let ungated = s.review(&fixture("scale-review.json")).await;
+    assert_eq!(
+        ungated["allowed"], true,
+        "ungated changes are never recorded, so they pass"
+    );
+}
