@@ -129,4 +129,72 @@ mod tests {
         index.apply(&mk_ns("payments", None));
         assert!(!index.is_protected("payments"));
     }
+
+    #[tokio::test]
+    async fn the_watch_fills_the_index_from_the_api_server_and_follows_label_changes() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        use serde_json::json;
+        use std::time::Duration;
+
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "default");
+        let index = std::sync::Arc::new(NamespaceIndex::new("rollgate.io/protected", false));
+        let task = tokio::spawn(watch(client, index.clone()));
+        let ns = |name: &str, labels: serde_json::Value| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "resourceVersion": "10", "labels": labels}})
+        };
+
+        let (list, send) = handle.next_request().await.expect("the initial list");
+        assert_eq!(list.method(), http::Method::GET);
+        assert_eq!(list.uri().path(), "/api/v1/namespaces");
+        assert!(
+            !list
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .contains("watch=true"),
+            "{}",
+            list.uri()
+        );
+        let body = json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {"resourceVersion": "10"},
+                          "items": [ns("payments", json!({"rollgate.io/protected": "true"})), ns("sandbox", json!({}))]});
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+
+        let (watch_req, send) = handle.next_request().await.expect("the watch");
+        let query = watch_req.uri().query().unwrap_or_default().to_owned();
+        assert!(
+            query.contains("watch=true") && query.contains("resourceVersion=10"),
+            "{query}"
+        );
+        assert!(index.is_synced(), "synced once the list is in");
+        assert!(index.is_protected("payments"));
+        assert!(!index.is_protected("sandbox"));
+
+        let events = [
+            json!({"type": "MODIFIED", "object": ns("payments", json!({}))}),
+            json!({"type": "ADDED", "object": ns("ledger", json!({"rollgate.io/protected": "true"}))}),
+        ];
+        let stream: String = events.iter().map(|e| format!("{e}\n")).collect();
+        send.send_response(
+            Response::builder()
+                .body(Body::from(stream.into_bytes()))
+                .unwrap(),
+        );
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !(index.is_protected("ledger") && !index.is_protected("payments")) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watch events were not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+    }
 }
