@@ -63,19 +63,18 @@ pub enum FailureMode {
 pub enum StoreConfig {
     /// The embedded SQLite database at this path.
     Sqlite(PathBuf),
-    /// A Redis URL (`redis://`, `rediss://` or `redis+unix://`); served by
-    /// the Redis backend.
+    /// A Redis URL (`redis://`, `rediss://`, `redis+unix://`,
+    /// `redis+sentinel://`, `redis+cluster://`); served by the Redis backend.
     Redis(String),
 }
 
 impl StoreConfig {
-    /// Parses `sqlite:///path`, a bare path, or a `redis://`, `rediss://` or
-    /// `redis+unix:///socket` URL.
+    /// Parses `sqlite:///path`, a bare path, or a Redis URL (one server,
+    /// Sentinel or Cluster; checked here so a typo fails at start).
     pub fn parse(value: &str) -> Result<Self, Error> {
-        if ["redis://", "rediss://", "redis+unix://"]
-            .iter()
-            .any(|scheme| value.starts_with(scheme))
-        {
+        if value.starts_with("redis") {
+            crate::store::redis::Topology::parse(value)
+                .map_err(|e| invalid("store", e.to_string()))?;
             Ok(Self::Redis(value.to_owned()))
         } else if let Some(path) = value.strip_prefix("sqlite://") {
             if path.is_empty() {
@@ -86,7 +85,7 @@ impl StoreConfig {
             Err(invalid(
                 "store",
                 format!(
-                    "unsupported scheme in {value:?}: use sqlite://PATH, redis://, rediss:// or redis+unix://"
+                    "unsupported scheme in {value:?}: use sqlite://PATH, redis://, rediss://, redis+unix://, redis+sentinel:// or redis+cluster://"
                 ),
             ))
         } else {
@@ -268,6 +267,8 @@ pub struct Config {
     /// File holding the Redis password (a mounted Secret), re-read when it
     /// changes; never logged.
     pub redis_password_file: Option<PathBuf>,
+    /// File holding the Redis Sentinels' own password; never logged.
+    pub redis_sentinel_password_file: Option<PathBuf>,
     /// Time budget of one store round trip on the webhook path.
     pub store_timeout: Duration,
     pub policy: Policy,
@@ -303,6 +304,7 @@ struct FileConfig {
     verification_key_files: Vec<PathBuf>,
     store: Option<String>,
     redis_password_file: Option<PathBuf>,
+    redis_sentinel_password_file: Option<PathBuf>,
     store_timeout: Option<String>,
     policy: Option<FilePolicy>,
     grants: Option<FileGrants>,
@@ -637,6 +639,10 @@ impl Config {
                 .redis_password_file
                 .clone()
                 .or(file.redis_password_file),
+            redis_sentinel_password_file: args
+                .redis_sentinel_password_file
+                .clone()
+                .or(file.redis_sentinel_password_file),
             store_timeout,
             policy,
             grants,
@@ -832,6 +838,8 @@ mod tests {
                 "notifications:\n  - {name: a, url: https://x/1, format: json}\n  - {name: a, url: https://x/2, format: json}\n",
                 "notifications.name",
             ),
+            ("store: redis+sentinel://s1:26379\n", "store"),
+            ("store: redis+cluster://n1:port\n", "store"),
         ];
         for (yaml, key) in cases {
             let err = Config::from_yaml(yaml, &args(&["--dev"])).unwrap_err();
@@ -925,5 +933,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.redis_password_file, Some(PathBuf::from("/run/flag")));
+        let yaml = "store: redis+sentinel://s1,s2/main\nredisSentinelPasswordFile: /run/s\n";
+        let config = Config::from_yaml(yaml, &args(&["--dev"])).unwrap();
+        assert_eq!(
+            config.redis_sentinel_password_file,
+            Some(PathBuf::from("/run/s"))
+        );
     }
 }

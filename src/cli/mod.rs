@@ -98,12 +98,16 @@ pub struct ServeArgs {
     /// Admin listener (HTTP: metrics and probes).
     #[arg(long, env = "ROLLGATE_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
-    /// Store: sqlite://PATH (default) or redis://HOST:PORT[/DB] (also rediss://, redis+unix://).
+    /// Store: sqlite://PATH (default), redis://HOST:PORT[/DB] (also rediss://, redis+unix://),
+    /// redis+sentinel://HOST:26379[,HOST…]/SERVICE[/DB] or redis+cluster://HOST:6379[,HOST…].
     #[arg(long, env = "ROLLGATE_STORE")]
     pub store: Option<String>,
     /// File holding the Redis password (e.g. a mounted Secret); re-read when it changes.
     #[arg(long, env = "ROLLGATE_REDIS_PASSWORD_FILE")]
     pub redis_password_file: Option<PathBuf>,
+    /// File holding the Redis Sentinels' own password (redis+sentinel:// only).
+    #[arg(long, env = "ROLLGATE_REDIS_SENTINEL_PASSWORD_FILE")]
+    pub redis_sentinel_password_file: Option<PathBuf>,
     /// Serving certificate (PEM), re-read when it changes.
     #[arg(long, env = "ROLLGATE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

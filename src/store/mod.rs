@@ -30,6 +30,8 @@ pub enum Error {
     WorkerGone,
     #[error("redis error")]
     Redis(#[from] ::redis::RedisError),
+    #[error(transparent)]
+    RedisUrl(#[from] self::redis::UrlError),
     #[error("cannot read the redis password file {path}")]
     PasswordFile {
         path: std::path::PathBuf,

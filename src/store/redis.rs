@@ -56,11 +56,12 @@
 //! goes on where it stopped (a page may then hold fewer than `limit` items).
 //! Queries by `operationId` use their own index and are exact.
 //!
-//! Sentinel and Cluster: the keys are Cluster-ready (one slot), but this
-//! store opens a single connection (`redis://`, `rediss://`, `redis+unix://`);
-//! behind Sentinel, point it at an address that follows the primary.
+//! One server, Sentinel or Cluster: the URL chooses (`connection.rs`); in a
+//! Cluster every key is in the slot of `{rollgate}`, so scripts that touch
+//! several keys run on one node.
 
 mod audit;
+mod connection;
 mod grants;
 mod scripts;
 mod tickets;
@@ -71,11 +72,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::auth::{BasicAuth, StreamingCredentialsProvider};
 use redis::{Cmd, FromRedisValue, RedisResult, Script, Value};
 use tokio::sync::{Mutex, OnceCell};
 
+use self::connection::{Connection, Settings};
+pub use self::connection::{Topology, UrlError};
 use super::Error;
 use crate::audit::chain::GENESIS_HASH;
 
@@ -115,6 +118,9 @@ pub struct RedisOptions {
     /// File holding the password (a mounted Secret); re-read when it changes.
     /// Overrides a password in the URL.
     pub password_file: Option<PathBuf>,
+    /// File holding the Sentinels' own password (`redis+sentinel://` only);
+    /// read each time the primary is resolved.
+    pub sentinel_password_file: Option<PathBuf>,
     /// Connect and response timeout of every command, so a dead or stalled
     /// Redis fails calls instead of hanging them; also bounds `WAITAOF`.
     pub timeout: Duration,
@@ -124,6 +130,7 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self {
             password_file: None,
+            sentinel_password_file: None,
             timeout: Duration::from_secs(2),
         }
     }
@@ -135,6 +142,7 @@ impl RedisOptions {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
             password_file: config.redis_password_file.clone(),
+            sentinel_password_file: config.redis_sentinel_password_file.clone(),
             timeout: config.store_timeout.max(Duration::from_secs(1)),
         }
     }
@@ -199,7 +207,7 @@ impl Default for Head {
 /// cached audit head.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     timeout: Duration,
     durability: Arc<OnceCell<Durability>>,
     /// Held for a whole append: this process's appends never race each other.
@@ -209,18 +217,21 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to the Redis at `url` (`redis://`, `rediss://`,
-    /// `redis+unix://`). A Redis that is down does not fail this call: the
-    /// store connects on first use and reconnects by itself, and each call
-    /// fails within about `options.timeout` until Redis answers. An
-    /// unreadable password file does fail it.
+    /// Connects to the Redis at `url`: one server (`redis://`, `rediss://`,
+    /// `redis+unix://`), a Sentinel-managed primary (`redis+sentinel://`) or
+    /// a Cluster (`redis+cluster://`); see `connection.rs`. A Redis that is
+    /// down does not fail this call: the store connects on first use and
+    /// reconnects by itself, and each call fails within about
+    /// `options.timeout` until Redis answers. An unreadable password file or
+    /// a malformed URL does fail it.
     pub async fn open(url: &str, options: &RedisOptions) -> Result<Self, Error> {
-        let client = redis::Client::open(url)?;
-        let mut config = ConnectionManagerConfig::new()
+        let topology = Topology::parse(url)?;
+        let mut manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
+        let mut password_file = None;
         if let Some(path) = &options.password_file {
             read_password(path)
                 .await
@@ -228,19 +239,29 @@ impl RedisStore {
                     path: path.clone(),
                     source,
                 })?;
-            let username = client
-                .get_connection_info()
-                .redis_settings()
-                .username()
-                .unwrap_or("default")
-                .to_owned();
-            config = config.set_credentials_provider(PasswordFile {
+            let username = match &topology {
+                Topology::Single(url) => redis::Client::open(url.as_str())?
+                    .get_connection_info()
+                    .redis_settings()
+                    .username()
+                    .map(str::to_owned),
+                Topology::Sentinel(s) => s.credentials.username.clone(),
+                Topology::Cluster(c) => c.credentials.username.clone(),
+            };
+            let provider = PasswordFile {
                 path: path.clone(),
-                username,
-            });
+                username: username.unwrap_or_else(|| "default".to_owned()),
+            };
+            manager = manager.set_credentials_provider(provider.clone());
+            password_file = Some(provider);
         }
+        let settings = Settings {
+            timeout: options.timeout,
+            manager,
+            sentinel_password_file: options.sentinel_password_file.clone(),
+        };
         let store = Self {
-            conn: ConnectionManager::new_lazy_with_config(client, config)?,
+            conn: Connection::open(&topology, settings, password_file)?,
             timeout: options.timeout,
             durability: Arc::default(),
             head: Arc::default(),
@@ -254,17 +275,11 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// The underlying connection; tests use it to tamper with stored data.
-    #[doc(hidden)]
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
     async fn durability(&self) -> Result<Durability, Error> {
         let durability = self
             .durability
             .get_or_try_init(|| async {
-                let info: String = redis::cmd("INFO").query_async(&mut self.conn.clone()).await?;
+                let info = self.conn.info().await?;
                 let durability = durability_of(&info, self.timeout);
                 match durability {
                     Durability::WaitAof { timeout_ms } => {
@@ -350,6 +365,7 @@ async fn read_password(path: &Path) -> std::io::Result<String> {
 /// Credentials from a password file: the current password when a
 /// connection opens, then the new one whenever the file changes (each live
 /// connection re-authenticates), so a rotated Secret needs no restart.
+#[derive(Clone)]
 struct PasswordFile {
     path: PathBuf,
     username: String,

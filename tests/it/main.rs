@@ -11,6 +11,7 @@ mod notify;
 mod persistence;
 mod pins_and_rates;
 mod redeploy;
+mod redis_topologies;
 mod replicas;
 mod shutdown;
 mod store_contract;

@@ -1,7 +1,9 @@
 //! One contract for every store backend. Each behaviour is an async fn over
 //! the trait objects ([`Stores`]) of a [`Backend`], run against SQLite in a
 //! temporary directory (`on_sqlite::…`) and against a real `redis-server`
-//! that the test starts on a unix socket (`on_redis::…`). Faults that only a
+//! that the test starts on a unix socket (`on_redis::…`), a Redis Cluster
+//! (`on_redis_cluster::…`) and a Sentinel-managed primary
+//! (`on_redis_sentinel::…`). Faults that only a
 //! network store has (Redis killed, paused, password) are in `redis_faults`.
 //!
 //! [`RedisServer`] is the harness other tests may reuse: a throw-away
@@ -21,6 +23,8 @@ use rollgate::store::sqlite::SqliteStore;
 use rollgate::store::{RedisOptions, Stores};
 use rollgate::tickets::{NewTicket, Ticket, TicketApproval, TicketFilter, TicketStatus};
 use tempfile::TempDir;
+
+use crate::redis_topologies::{RedisCluster, RedisSentinel};
 
 // === harness ===
 
@@ -150,6 +154,8 @@ impl Drop for RedisServer {
 pub enum Backend {
     Sqlite(TempDir),
     Redis(RedisServer),
+    Cluster(RedisCluster),
+    Sentinel(RedisSentinel),
 }
 
 impl Backend {
@@ -161,10 +167,35 @@ impl Backend {
         Self::Redis(RedisServer::start(&[]))
     }
 
+    async fn redis_cluster() -> Self {
+        Self::Cluster(
+            tokio::task::spawn_blocking(RedisCluster::start)
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn redis_sentinel() -> Self {
+        let set_up = tokio::task::spawn_blocking(|| RedisSentinel::start(false));
+        Self::Sentinel(set_up.await.unwrap())
+    }
+
     fn config(&self) -> StoreConfig {
         match self {
             Self::Sqlite(dir) => StoreConfig::Sqlite(dir.path().join("rollgate.db")),
             Self::Redis(server) => StoreConfig::Redis(server.url()),
+            Self::Cluster(cluster) => StoreConfig::Redis(cluster.url()),
+            Self::Sentinel(set_up) => StoreConfig::Redis(set_up.url()),
+        }
+    }
+
+    /// A plain URL of the Redis node holding rollgate's keys.
+    fn redis_data_url(&self) -> Option<String> {
+        match self {
+            Self::Sqlite(_) => None,
+            Self::Redis(server) => Some(server.url()),
+            Self::Cluster(cluster) => Some(cluster.data_url()),
+            Self::Sentinel(set_up) => Some(set_up.data_url()),
         }
     }
 
@@ -188,8 +219,9 @@ impl Backend {
                     .unwrap();
                 assert_eq!(changed, 1);
             }
-            Self::Redis(server) => {
-                let client = redis::Client::open(server.url()).unwrap();
+            redis => {
+                let url = redis.redis_data_url().unwrap();
+                let client = redis::Client::open(url).unwrap();
                 let mut conn = client.get_multiplexed_async_connection().await.unwrap();
                 let key = "{rollgate}:audit";
                 let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
@@ -225,7 +257,8 @@ impl Backend {
     }
 }
 
-/// Runs each behaviour against both backends: `on_sqlite::NAME`, `on_redis::NAME`.
+/// Runs each behaviour against every backend: `on_sqlite::NAME`, `on_redis::NAME`,
+/// and Redis as a Cluster and behind Sentinel (`on_redis_cluster`, `on_redis_sentinel`).
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod on_sqlite {
@@ -241,6 +274,22 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name(&super::Backend::redis()).await
+                }
+            )*
+        }
+        mod on_redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(&super::Backend::redis_cluster().await).await
+                }
+            )*
+        }
+        mod on_redis_sentinel {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(&super::Backend::redis_sentinel().await).await
                 }
             )*
         }
@@ -1422,6 +1471,7 @@ mod redis_faults {
         let options = RedisOptions {
             password_file,
             timeout: BUDGET,
+            ..RedisOptions::default()
         };
         rollgate::store::open_with(&StoreConfig::Redis(server.url()), &options)
             .await
@@ -1588,6 +1638,7 @@ mod redis_faults {
         let missing = RedisOptions {
             password_file: Some(dir.path().join("nope")),
             timeout: BUDGET,
+            ..RedisOptions::default()
         };
         let err = rollgate::store::open_with(&StoreConfig::Redis(server.url()), &missing)
             .await
