@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod redeploy;
+pub mod rollout;
 pub mod server;
 pub mod state;
 pub mod store;

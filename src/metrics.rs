@@ -3,7 +3,7 @@
 //! live here as constants. Labels never carry tokens.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -13,6 +13,8 @@ pub const TOKEN_EXPIRED_TOTAL: &str = "app_redeploy_token_expired_total";
 pub const OPERATIONS_TOTAL: &str = "app_redeploy_operations_total";
 pub const TOKEN_ACTIVE_COUNT: &str = "app_redeploy_token_active_count";
 pub const DURATION_SECONDS: &str = "app_redeploy_duration_seconds";
+pub const SUCCESS_RATE: &str = "app_redeploy_success_rate";
+pub const ROLLOUT_DURATION_SECONDS: &str = "app_redeploy_rollout_duration_seconds";
 pub const ADMISSION_REQUESTS_TOTAL: &str = "rollgate_admission_requests_total";
 pub const ADMISSION_DURATION_SECONDS: &str = "rollgate_admission_duration_seconds";
 pub const STORE_UP: &str = "rollgate_store_up";
@@ -27,6 +29,9 @@ pub struct Metrics {
     pub operations_total: IntCounterVec,
     pub token_active_count: IntGauge,
     pub duration_seconds: HistogramVec,
+    /// Completed share of the operations that ended within `time_window`.
+    pub success_rate: GaugeVec,
+    pub rollout_duration_seconds: HistogramVec,
     pub admission_requests_total: IntCounterVec,
     pub admission_duration_seconds: Histogram,
     pub store_up: IntGauge,
@@ -96,6 +101,25 @@ impl Metrics {
             &["application", "namespace", "result"],
         )?;
         registry.register(Box::new(duration_seconds.clone()))?;
+        let rollout_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                ROLLOUT_DURATION_SECONDS,
+                "Completed rollouts: from the change showing in the workload to the rollout's end.",
+            )
+            .buckets(vec![
+                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+            ]),
+            &["application", "namespace", "strategy"],
+        )?;
+        registry.register(Box::new(rollout_duration_seconds.clone()))?;
+        let success_rate = GaugeVec::new(
+            Opts::new(
+                SUCCESS_RATE,
+                "Share of the redeploy operations ended within time_window (1h, 24h) that completed.",
+            ),
+            &["application", "time_window"],
+        )?;
+        registry.register(Box::new(success_rate.clone()))?;
         let admission_duration_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 ADMISSION_DURATION_SECONDS,
@@ -114,6 +138,8 @@ impl Metrics {
             operations_total,
             token_active_count,
             duration_seconds,
+            success_rate,
+            rollout_duration_seconds,
             admission_requests_total,
             admission_duration_seconds,
             store_up,

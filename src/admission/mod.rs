@@ -209,6 +209,9 @@ async fn record(
     r.deployment_name = Some(change.name.clone());
     r.change = Some(change.diff.kind_or_template());
     r.image_changes = change.diff.images.clone();
+    if change.diff.restarted {
+        r.restarted_at = change.diff.restarted_at.clone();
+    }
     if let Some(first) = change.diff.images.first() {
         r.previous_image = first.previous_image.clone();
         r.current_image = first.current_image.clone();

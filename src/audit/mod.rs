@@ -121,6 +121,10 @@ pub struct AuditRecord {
     pub change: Option<ChangeKind>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_changes: Vec<ImageChange>,
+    /// The `kubectl.kubernetes.io/restartedAt` value a restart set
+    /// (ADMISSION records of restarts), so the follower knows the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +166,16 @@ pub struct AuditRecord {
     pub new_pods: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminated_pods: Option<Vec<String>>,
+    /// Pods of older revisions seen since the change (terminatedPods are
+    /// those of them gone when the rollout ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_pods: Option<Vec<String>>,
+    /// A Deployment's new ReplicaSet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_replica_set: Option<String>,
+    /// A StatefulSet's or DaemonSet's new ControllerRevision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_revision: Option<String>,
     #[serde(default)]
     pub prev_hash: String,
     #[serde(default)]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::config::StoreConfig;
 use crate::grants::GrantStore;
+use crate::rollout::OperationLeases;
 use crate::tickets::TicketStore;
 
 pub use self::redis::RedisOptions;
@@ -56,6 +57,8 @@ pub struct Stores {
     pub tickets: Arc<dyn TicketStore>,
     pub grants: Arc<dyn GrantStore>,
     pub audit: Arc<dyn AuditLog>,
+    /// Open operations and who follows each (the rollout follower).
+    pub operations: Arc<dyn OperationLeases>,
 }
 
 /// Opens the backend `config` names, Redis with default [`RedisOptions`].
@@ -71,7 +74,8 @@ pub async fn open_with(config: &StoreConfig, redis: &RedisOptions) -> Result<Sto
             Ok(Stores {
                 tickets: store.clone(),
                 grants: store.clone(),
-                audit: store,
+                audit: store.clone(),
+                operations: store,
             })
         }
         StoreConfig::Redis(url) => {
@@ -79,7 +83,8 @@ pub async fn open_with(config: &StoreConfig, redis: &RedisOptions) -> Result<Sto
             Ok(Stores {
                 tickets: store.clone(),
                 grants: store.clone(),
-                audit: store,
+                audit: store.clone(),
+                operations: store,
             })
         }
     }

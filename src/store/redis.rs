@@ -29,6 +29,8 @@
 //! | `{rollgate}:audit:turn` | string | replica whose append goes next (100 ms; fairness) |
 //! | `{rollgate}:grant:uses:<jti>` | string | admitted changes of a grant with `maxUses`, expiring with it |
 //! | `{rollgate}:rate:<namespace>/<application>` | zset | audit seqs of admitted changes scored by unix time, for the rate limit |
+//! | `{rollgate}:ops:open` | zset | operation ids admitted and not yet closed by a final ROLLOUT record, scored by seq |
+//! | `{rollgate}:ops:lease:<operationId>` | string | the replica following the operation, expiring with its lease |
 //!
 //! Grant indexes drop expired members on each write, and each index key
 //! expires with its latest-expiring member, so nothing outlives its grant.
@@ -63,6 +65,7 @@
 mod audit;
 mod connection;
 mod grants;
+mod operations;
 mod scripts;
 mod tickets;
 
@@ -111,6 +114,10 @@ const AUDIT_OP_PREFIX: &str = "{rollgate}:audit:op:";
 const USES_PREFIX: &str = "{rollgate}:grant:uses:";
 /// Unix times of an application's admitted changes in the rate window.
 const RATE_PREFIX: &str = "{rollgate}:rate:";
+/// Operations admitted and not yet closed, scored by the seq that opened them.
+const OPEN_OPERATIONS: &str = "{rollgate}:ops:open";
+/// The replica following an operation, expiring with its lease.
+const OPERATION_LEASE_PREFIX: &str = "{rollgate}:ops:lease:";
 
 /// Settings of the Redis backend beyond its URL.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ use crate::audit::{
     AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, VerifyReport,
 };
 use crate::grants::{GrantFilter, GrantStore, StoredGrant};
+use crate::rollout::{OperationLeases, OperationMark};
 use crate::tickets::{Ticket, TicketFilter, TicketStatus, TicketStore};
 
 const SCHEMA: &str = "
@@ -55,6 +56,15 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_namespace ON audit (namespace, seq);
 CREATE INDEX IF NOT EXISTS audit_by_operation ON audit (operation_id);
 CREATE INDEX IF NOT EXISTS audit_by_application ON audit (namespace, application, seq);
+CREATE TABLE IF NOT EXISTS open_operations (
+    operation_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS operation_leases (
+    operation_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS grant_uses (
     jti TEXT PRIMARY KEY,
     uses INTEGER NOT NULL,
@@ -379,6 +389,21 @@ fn append_in(
             serde_json::to_string(&record)?
         ],
     )?;
+    if let Some(op) = &record.operation_id {
+        match OperationMark::of(&record) {
+            OperationMark::Open => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO open_operations (operation_id, seq) VALUES (?1, ?2)",
+                    params![op, seq],
+                )?;
+            }
+            OperationMark::Close => {
+                tx.execute("DELETE FROM open_operations WHERE operation_id = ?1", [op])?;
+                tx.execute("DELETE FROM operation_leases WHERE operation_id = ?1", [op])?;
+            }
+            OperationMark::None => {}
+        }
+    }
     Ok(record)
 }
 
@@ -542,6 +567,60 @@ impl AuditLog for SqliteStore {
                 }
             }
             Ok(walker.finish())
+        })
+        .await
+    }
+}
+
+fn unix_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+#[async_trait]
+impl OperationLeases for SqliteStore {
+    async fn open_operations(&self, limit: usize) -> Result<Vec<String>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare("SELECT operation_id FROM open_operations ORDER BY seq LIMIT ?1")?;
+            let ids = stmt
+                .query_map([limit], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn lease_operation(
+        &self,
+        operation_id: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let (op, holder) = (operation_id.to_owned(), holder.to_owned());
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let now = unix_ms();
+            // Taken when free, expired, or already this holder's.
+            let changed = c.execute(
+                "INSERT INTO operation_leases (operation_id, holder, until_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (operation_id) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                 WHERE operation_leases.holder = excluded.holder OR operation_leases.until_ms < ?4",
+                params![op, holder, now.saturating_add(ttl), now],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn release_operation(&self, operation_id: &str, holder: &str) -> Result<(), Error> {
+        let (op, holder) = (operation_id.to_owned(), holder.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM operation_leases WHERE operation_id = ?1 AND holder = ?2",
+                params![op, holder],
+            )?;
+            Ok(())
         })
         .await
     }

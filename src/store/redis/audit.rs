@@ -8,14 +8,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN, RATE_PREFIX,
-    RedisStore, USES_PREFIX, eval, scripts,
+    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN,
+    OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore, USES_PREFIX, eval, scripts,
 };
 use crate::audit::chain::{self, ChainWalker, GENESIS_HASH};
 use crate::audit::{
     AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, LimitHit,
     MAX_PAGE, RateCheck, VerifyReport, timestamp_text,
 };
+use crate::rollout::OperationMark;
 use crate::store::Error;
 
 type Entry = (String, Vec<String>);
@@ -123,7 +124,25 @@ impl RedisStore {
             record.namespace.as_deref().unwrap_or_default(),
             record.application_name.as_deref().unwrap_or_default()
         );
-        let keys = [AUDIT, AUDIT_TURN, &op_key, &uses_key, &rate_key];
+        let lease_key = format!(
+            "{OPERATION_LEASE_PREFIX}{}",
+            record.operation_id.as_deref().unwrap_or("-")
+        );
+        let keys = [
+            AUDIT,
+            AUDIT_TURN,
+            &op_key,
+            &uses_key,
+            &rate_key,
+            OPEN_OPERATIONS,
+            &lease_key,
+        ];
+        let mark = match (&record.operation_id, OperationMark::of(&record)) {
+            (None, _) => "0",
+            (Some(_), OperationMark::None) => "1",
+            (Some(_), OperationMark::Open) => "2",
+            (Some(_), OperationMark::Close) => "3",
+        };
         let (max_uses, uses_expire) = limits
             .grant_uses
             .as_ref()
@@ -145,16 +164,13 @@ impl RedisStore {
                 .arg(&record.hash)
                 .arg(serde_json::to_string(&record)?)
                 .arg(&*self.replica)
-                .arg(if record.operation_id.is_some() {
-                    "1"
-                } else {
-                    "0"
-                })
+                .arg(mark)
                 .arg(max_uses)
                 .arg(uses_expire)
                 .arg(rate.limit)
                 .arg(rate.window_secs)
-                .arg(rate.now);
+                .arg(rate.now)
+                .arg(record.operation_id.as_deref().unwrap_or_default());
             let (outcome, first, second): (i64, String, String) =
                 self.write(&scripts::APPEND_AUDIT, cmd).await?;
             if outcome == 2 {

@@ -160,11 +160,16 @@ return out
 /// its maximum, or the application's rate window is full, nothing is
 /// appended and the answer is `{2, 'used_up', max}` or `{2, 'rate', next
 /// allowed unix time}`; otherwise the append counts against them.
+/// Operations: a record with an operation is added to its index; an
+/// admitted change also opens the operation (the open-operations zset,
+/// scored by seq), and its final ROLLOUT record closes it.
 /// KEYS: the stream, the turn key, the operation index, the grant's use
-/// counter, the application's rate window (unused keys are still named).
+/// counter, the application's rate window, the open operations, the
+/// operation's lease (unused keys are still named).
 /// ARGV: seq, prevHash, genesis hash, record hash, record JSON, replica id,
-/// '1' when the record has an operation, max uses (0: none), use counter
-/// expiry (unix), rate limit (0: none), window seconds, now (unix).
+/// operation mark ('0' no operation, '1' index only, '2' open, '3' close),
+/// max uses (0: none), use counter expiry (unix), rate limit (0: none),
+/// window seconds, now (unix), operation id.
 pub static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -204,8 +209,14 @@ if limit > 0 then
   end
 end
 redis.call('XADD', KEYS[1], ARGV[1] .. '-0', 'hash', ARGV[4], 'record', ARGV[5])
-if ARGV[7] == '1' then
+if ARGV[7] ~= '0' then
   redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
+end
+if ARGV[7] == '2' then
+  redis.call('ZADD', KEYS[6], 'NX', ARGV[1], ARGV[13])
+elseif ARGV[7] == '3' then
+  redis.call('ZREM', KEYS[6], ARGV[13])
+  redis.call('DEL', KEYS[7])
 end
 if max_uses > 0 then
   redis.call('INCR', KEYS[4])
@@ -237,6 +248,35 @@ for _, s in ipairs(seqs) do
   if #e > 0 then out[#out + 1] = e[1] end
 end
 return {#seqs, seqs[#seqs] or '', out}
+",
+    )
+});
+
+/// Takes or renews an operation's lease: 1 when `holder` has it now, 0 when
+/// another holder's lease is still running.
+/// KEYS: the lease. ARGV: holder, lifetime (ms).
+pub static LEASE_OPERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+",
+    )
+});
+
+/// Gives a lease up if `holder` has it.
+/// KEYS: the lease. ARGV: holder.
+pub static RELEASE_OPERATION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 ",
     )
 });

@@ -1,0 +1,440 @@
+//! Where a rollout stands, as a pure function of what the watches have seen:
+//! [`assess`] takes the [`Operation`] being followed and a [`Snapshot`] of
+//! the workload, its ReplicaSets or ControllerRevisions and its pods, and
+//! answers an [`Assessment`]. No I/O and no clock: the follower passes
+//! `now`, so every rule here is unit-tested with hand-made objects.
+//!
+//! The completion rules are `kubectl rollout status`'s, per kind; a rollout
+//! fails on `ProgressDeadlineExceeded` or a new pod that cannot run
+//! (crash loop, image that cannot be pulled, failed phase); it times out when
+//! the workload's `progressDeadlineSeconds` (default 600 s) pass without it
+//! completing, counted from the admission.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::audit::RolloutStatus;
+use crate::policy::{ImageChange, WorkloadKind};
+
+/// The pod-template annotation `kubectl rollout restart` sets.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
+/// The revision number the Deployment controller puts on ReplicaSets.
+const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
+/// Waiting reasons of a container that will not come up by itself.
+const STUCK_REASONS: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// An admitted change being followed: what its ADMISSION record says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Operation {
+    pub id: String,
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+    /// When the change was admitted; deadlines count from here.
+    pub started_at: Timestamp,
+    /// The `restartedAt` value the change set, for a restart.
+    pub restarted_at: Option<String>,
+    /// The image changes the change made.
+    pub images: Vec<ImageChange>,
+}
+
+/// The workload, whichever kind it is.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+    DaemonSet(DaemonSet),
+}
+
+impl Workload {
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Self::Deployment(d) => &d.metadata,
+            Self::StatefulSet(s) => &s.metadata,
+            Self::DaemonSet(d) => &d.metadata,
+        }
+    }
+
+    fn template(&self) -> &PodTemplateSpec {
+        match self {
+            Self::Deployment(d) => &d.spec.template,
+            Self::StatefulSet(s) => &s.spec.template,
+            Self::DaemonSet(d) => &d.spec.template,
+        }
+    }
+
+    /// `spec.replicas` (default 1); a DaemonSet's desired number scheduled.
+    pub fn replicas(&self) -> i32 {
+        match self {
+            Self::Deployment(d) => d.spec.replicas.unwrap_or(1),
+            Self::StatefulSet(s) => s.spec.replicas.unwrap_or(1),
+            Self::DaemonSet(d) => d
+                .status
+                .as_ref()
+                .map_or(0, |s| s.desired_number_scheduled),
+        }
+    }
+
+    /// The update strategy's type (`RollingUpdate`, `Recreate`, `OnDelete`).
+    pub fn strategy(&self) -> String {
+        let strategy = match self {
+            Self::Deployment(d) => d.spec.strategy.as_ref().and_then(|s| s.type_.clone()),
+            Self::StatefulSet(s) => s
+                .spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.type_.clone()),
+            Self::DaemonSet(d) => d
+                .spec
+                .update_strategy
+                .as_ref()
+                .and_then(|s| s.type_.clone()),
+        };
+        strategy.unwrap_or_else(|| "RollingUpdate".to_owned())
+    }
+
+    /// How long the rollout may take: a Deployment's
+    /// `progressDeadlineSeconds`, else `default`.
+    pub fn deadline(&self, default: SignedDuration) -> SignedDuration {
+        match self {
+            Self::Deployment(d) => d
+                .spec
+                .progress_deadline_seconds
+                .map_or(default, |s| SignedDuration::from_secs(i64::from(s))),
+            _ => default,
+        }
+    }
+
+    fn generation_observed(&self) -> bool {
+        let generation = self.meta().generation.unwrap_or(0);
+        let observed = match self {
+            Self::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+            Self::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
+            Self::DaemonSet(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+        };
+        observed.unwrap_or(0) >= generation
+    }
+}
+
+/// What the watches have seen of one workload.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// `None` once the workload is gone.
+    pub workload: Option<Workload>,
+    pub replica_sets: BTreeMap<String, ReplicaSet>,
+    pub revisions: BTreeMap<String, ControllerRevision>,
+    pub pods: BTreeMap<String, Pod>,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    pub status: RolloutStatus,
+    /// The change is visible in the workload's pod template.
+    pub applied: bool,
+    /// The new ReplicaSet (Deployment) or ControllerRevision (others).
+    pub revision: Option<String>,
+    /// Live pods of the new revision.
+    pub new_pods: Vec<String>,
+    /// Live pods of older revisions.
+    pub old_pods: Vec<String>,
+    pub replicas: Option<i32>,
+    pub strategy: Option<String>,
+    /// Why the rollout failed or timed out.
+    pub error: Option<String>,
+}
+
+/// Settings the rules need.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deadline of kinds without `progressDeadlineSeconds`, and the default.
+    pub default_deadline: SignedDuration,
+    /// How long after admission a change must show in the workload before
+    /// it counts as not applied.
+    pub apply_grace: SignedDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_deadline: SignedDuration::from_secs(600),
+            apply_grace: SignedDuration::from_secs(60),
+        }
+    }
+}
+
+/// Where `op` stands given `snapshot` at `now`.
+pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limits) -> Assessment {
+    let mut a = Assessment {
+        status: RolloutStatus::Started,
+        applied: false,
+        revision: None,
+        new_pods: Vec::new(),
+        old_pods: Vec::new(),
+        replicas: None,
+        strategy: None,
+        error: None,
+    };
+    let Some(workload) = &snapshot.workload else {
+        a.status = RolloutStatus::Failed;
+        a.error = Some(format!(
+            "{} {}/{} no longer exists",
+            op.kind.as_str(),
+            op.namespace,
+            op.name
+        ));
+        return a;
+    };
+    a.replicas = Some(workload.replicas());
+    a.strategy = Some(workload.strategy());
+    let elapsed = now.duration_since(op.started_at);
+    a.applied = shows_change(op, workload);
+    if !a.applied {
+        if elapsed >= limits.apply_grace {
+            a.status = RolloutStatus::Failed;
+            a.error = Some(format!(
+                "change not applied: {} {}/{} does not show the admitted change {}s after admission \
+                 (another admission webhook may have refused it, or a newer change replaced it)",
+                op.kind.as_str(),
+                op.namespace,
+                op.name,
+                elapsed.as_secs()
+            ));
+        }
+        return a;
+    }
+
+    let hash = new_revision(workload, snapshot);
+    a.revision = hash.as_ref().map(|(name, _)| name.clone());
+    for (name, pod) in &snapshot.pods {
+        if pod.metadata.deletion_timestamp.is_some() {
+            a.old_pods.push(name.clone());
+            continue;
+        }
+        let pod_hash = label(&pod.metadata, revision_label(op.kind));
+        match (&hash, pod_hash) {
+            (Some((_, h)), Some(p)) if h == p => a.new_pods.push(name.clone()),
+            _ => a.old_pods.push(name.clone()),
+        }
+    }
+
+    if let Some(error) = failure(workload, snapshot, &a.new_pods) {
+        a.status = RolloutStatus::Failed;
+        a.error = Some(error);
+    } else if hash.is_some() && complete(workload) {
+        a.status = RolloutStatus::Completed;
+    } else if elapsed >= workload.deadline(limits.default_deadline) {
+        let deadline = workload.deadline(limits.default_deadline).as_secs();
+        a.status = RolloutStatus::Timeout;
+        a.error = Some(format!(
+            "rollout did not complete within {deadline}s (progressDeadlineSeconds, counted from admission): \
+             {} of {} pods updated",
+            a.new_pods.len(),
+            workload.replicas()
+        ));
+    } else {
+        a.status = RolloutStatus::Progressing;
+    }
+    a
+}
+
+/// True when the pod template carries what the change set.
+fn shows_change(op: &Operation, workload: &Workload) -> bool {
+    let template = workload.template();
+    if let Some(value) = &op.restarted_at {
+        let current = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(RESTARTED_AT));
+        if current != Some(value) {
+            return false;
+        }
+    }
+    let spec = template.spec.as_ref();
+    op.images.iter().all(|change| {
+        let containers = spec.map(|s| {
+            if change.init {
+                s.init_containers.as_deref().unwrap_or_default()
+            } else {
+                &s.containers[..]
+            }
+        });
+        let image = containers
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.name == change.container)
+            .and_then(|c| c.image.as_ref());
+        image == change.current_image.as_ref()
+    })
+}
+
+/// The pod label naming a pod's revision.
+fn revision_label(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Deployment => "pod-template-hash",
+        _ => "controller-revision-hash",
+    }
+}
+
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn owned_by(meta: &ObjectMeta, owner: &ObjectMeta) -> bool {
+    meta.owner_references.as_ref().is_some_and(|refs| {
+        refs.iter().any(|r| {
+            Some(&r.name) == owner.name.as_ref()
+                && (owner.uid.is_none() || Some(&r.uid) == owner.uid.as_ref())
+        })
+    })
+}
+
+/// The current revision's name and the hash its pods carry, once the
+/// controller has acted on the latest spec.
+fn new_revision(workload: &Workload, snapshot: &Snapshot) -> Option<(String, String)> {
+    if !workload.generation_observed() {
+        return None;
+    }
+    let owner = workload.meta();
+    match workload {
+        Workload::Deployment(_) => snapshot
+            .replica_sets
+            .values()
+            .filter(|rs| owned_by(&rs.metadata, owner))
+            .max_by_key(|rs| {
+                rs.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEPLOYMENT_REVISION))
+                    .and_then(|r| r.parse::<i64>().ok())
+                    .unwrap_or(0)
+            })
+            .and_then(|rs| {
+                let hash = label(&rs.metadata, "pod-template-hash")?;
+                Some((rs.metadata.name.clone()?, hash.to_owned()))
+            }),
+        // A StatefulSet's pods carry the revision's full name.
+        Workload::StatefulSet(s) => {
+            let revision = s.status.as_ref()?.update_revision.clone()?;
+            Some((revision.clone(), revision))
+        }
+        // A DaemonSet's pods carry the hash label of its newest revision.
+        Workload::DaemonSet(_) => snapshot
+            .revisions
+            .values()
+            .filter(|r| owned_by(&r.metadata, owner))
+            .max_by_key(|r| r.revision.unwrap_or(0))
+            .and_then(|r| {
+                let hash = label(&r.metadata, "controller-revision-hash")?;
+                Some((r.metadata.name.clone()?, hash.to_owned()))
+            }),
+    }
+}
+
+/// `kubectl rollout status`'s notion of done.
+fn complete(workload: &Workload) -> bool {
+    if !workload.generation_observed() {
+        return false;
+    }
+    match workload {
+        Workload::Deployment(d) => {
+            let want = workload.replicas();
+            let Some(s) = &d.status else { return false };
+            let updated = s.updated_replicas.unwrap_or(0);
+            updated >= want
+                && s.replicas.unwrap_or(0) <= updated
+                && s.available_replicas.unwrap_or(0) >= updated
+        }
+        Workload::StatefulSet(sts) => {
+            let want = workload.replicas();
+            let Some(s) = &sts.status else { return false };
+            let partition = sts
+                .spec
+                .update_strategy
+                .as_ref()
+                .and_then(|u| u.rolling_update.as_ref())
+                .and_then(|r| r.partition)
+                .unwrap_or(0);
+            if partition > 0 {
+                return s.updated_replicas.unwrap_or(0) >= want - partition;
+            }
+            s.ready_replicas.unwrap_or(0) >= want
+                && s.updated_replicas.unwrap_or(0) >= want
+                && s.update_revision.is_some()
+                && s.update_revision == s.current_revision
+        }
+        Workload::DaemonSet(ds) => {
+            let Some(s) = &ds.status else { return false };
+            s.updated_number_scheduled.unwrap_or(0) >= s.desired_number_scheduled
+                && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
+        }
+    }
+}
+
+/// Why the rollout cannot succeed, if it cannot.
+fn failure(workload: &Workload, snapshot: &Snapshot, new_pods: &[String]) -> Option<String> {
+    if let Workload::Deployment(d) = workload {
+        let stalled = d
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_.as_deref() == Some("Progressing")))
+            .filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
+        if let Some(c) = stalled {
+            return Some(format!(
+                "ProgressDeadlineExceeded: {}",
+                c.message.as_deref().unwrap_or("the Deployment stopped making progress")
+            ));
+        }
+    }
+    let new: BTreeSet<&String> = new_pods.iter().collect();
+    for (name, pod) in snapshot.pods.iter().filter(|(n, _)| new.contains(n)) {
+        let Some(status) = &pod.status else { continue };
+        if status.phase.as_deref() == Some("Failed") {
+            return Some(format!(
+                "pod {name} failed: {}",
+                status
+                    .message
+                    .as_deref()
+                    .or(status.reason.as_deref())
+                    .unwrap_or("phase Failed")
+            ));
+        }
+        let containers = status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(status.container_statuses.iter().flatten());
+        for c in containers {
+            let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+            if let Some(reason) = waiting
+                .and_then(|w| w.reason.as_deref())
+                .filter(|r| STUCK_REASONS.contains(r))
+            {
+                let message = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
+                return Some(format!(
+                    "pod {name}: container {}: {reason}{}{message}",
+                    c.name,
+                    if message.is_empty() { "" } else { ": " }
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[path = "assess_tests.rs"]
+mod tests;

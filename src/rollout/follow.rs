@@ -1,0 +1,684 @@
+//! The follower's I/O: leases, kube-rs watches, ROLLOUT records, metrics.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::assess::{self, Assessment, Limits, Operation, Snapshot, Workload};
+use super::{OperationLeases, is_final};
+use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, MAX_PAGE, RolloutStatus};
+use crate::metrics::Metrics;
+use crate::policy::WorkloadKind;
+
+/// Windows of `app_redeploy_success_rate`.
+const SUCCESS_WINDOWS: [(&str, i64); 2] = [("1h", 3600), ("24h", 86_400)];
+
+/// Timing of the follower.
+#[derive(Debug, Clone)]
+pub struct FollowerSettings {
+    /// How long a lease lasts without renewal; renewed every third of it.
+    pub lease_ttl: Duration,
+    /// How often open operations are scanned for ones nobody follows.
+    pub scan_interval: Duration,
+    /// How often a followed rollout is assessed again without news, for
+    /// its deadlines.
+    pub tick: Duration,
+    pub limits: Limits,
+}
+
+impl Default for FollowerSettings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(15),
+            scan_interval: Duration::from_secs(10),
+            tick: Duration::from_secs(1),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why following one operation stopped early. The lease then lapses and
+/// the operation is taken up again by the next scan (here or elsewhere).
+#[derive(Debug, thiserror::Error)]
+enum FollowError {
+    #[error("store")]
+    Store(#[from] crate::store::Error),
+    #[error("kubernetes API")]
+    Kube(#[from] kube::Error),
+    #[error("operation {0} has no ADMISSION record")]
+    NoAdmission(String),
+}
+
+/// Follows the rollouts of admitted changes; one per process.
+pub struct Follower {
+    client: kube::Client,
+    audit: Arc<dyn AuditLog>,
+    leases: Arc<dyn OperationLeases>,
+    metrics: Arc<Metrics>,
+    /// Names this process in leases.
+    holder: String,
+    settings: FollowerSettings,
+    /// Operations this process follows now.
+    following: Mutex<HashSet<String>>,
+}
+
+impl Follower {
+    pub fn new(
+        client: kube::Client,
+        audit: Arc<dyn AuditLog>,
+        leases: Arc<dyn OperationLeases>,
+        metrics: Arc<Metrics>,
+        settings: FollowerSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            audit,
+            leases,
+            metrics,
+            holder: crate::random_id(),
+            settings,
+            following: Mutex::default(),
+        })
+    }
+
+    /// Follows each operation sent on `wake` at once, and every scan
+    /// interval the open operations nobody holds; until `shutdown`, when the
+    /// leases are given up so another replica takes over at once.
+    pub async fn run(self: Arc<Self>, mut wake: mpsc::Receiver<String>, shutdown: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        let mut scan = tokio::time::interval(self.settings.scan_interval);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_rates = None::<tokio::time::Instant>;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(op) = wake.recv() => self.start(&mut tasks, op, &shutdown),
+                _ = scan.tick() => {
+                    match self.leases.open_operations(1000).await {
+                        Ok(ops) => {
+                            for op in ops {
+                                self.start(&mut tasks, op, &shutdown);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %crate::admission::error_chain(&e), "cannot list open operations"),
+                    }
+                    if last_rates.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        last_rates = Some(tokio::time::Instant::now());
+                        self.refresh_success_rate().await;
+                    }
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        // Each follow task sees the cancellation and releases its lease.
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, op: String, shutdown: &CancellationToken) {
+        let fresh = self
+            .following
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(op.clone());
+        if !fresh {
+            return;
+        }
+        let me = self.clone();
+        let stop = shutdown.child_token();
+        tasks.spawn(async move {
+            me.follow(&op, &stop).await;
+            me.following
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&op);
+        });
+    }
+
+    async fn follow(&self, op: &str, stop: &CancellationToken) {
+        let ttl = self.settings.lease_ttl;
+        match self.leases.lease_operation(op, &self.holder, ttl).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(operation = op, error = %crate::admission::error_chain(&e), "cannot lease operation");
+                return;
+            }
+        }
+        tracing::info!(operation = op, "following rollout");
+        let lost = CancellationToken::new();
+        let result = tokio::select! {
+            result = self.follow_leased(op) => result,
+            () = self.keep_lease(op, &lost) => Ok(()),
+            () = stop.cancelled() => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(operation = op, error = %crate::admission::error_chain(&e), "stopped following rollout; it will be taken up again");
+        }
+        if !lost.is_cancelled()
+            && let Err(e) = self.leases.release_operation(op, &self.holder).await
+        {
+            tracing::debug!(operation = op, error = %crate::admission::error_chain(&e), "cannot release lease");
+        }
+    }
+
+    /// Renews the lease until it is lost (another holder has it, or no
+    /// renewal succeeded within its lifetime); then returns.
+    async fn keep_lease(&self, op: &str, lost: &CancellationToken) {
+        let ttl = self.settings.lease_ttl;
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match self.leases.lease_operation(op, &self.holder, ttl).await {
+                Ok(true) => renewed = tokio::time::Instant::now(),
+                Ok(false) => break,
+                Err(_) if renewed.elapsed() < ttl => continue,
+                Err(_) => break,
+            }
+        }
+        tracing::warn!(operation = op, "lost the lease of the rollout; another replica follows it");
+        lost.cancel();
+    }
+
+    async fn follow_leased(&self, op_id: &str) -> Result<(), FollowError> {
+        let filter = AuditFilter {
+            operation_id: Some(op_id.to_owned()),
+            limit: Some(MAX_PAGE),
+            ..AuditFilter::default()
+        };
+        let records = self.audit.query(&filter).await?.items;
+        let admission = records
+            .iter()
+            .find(|r| r.event == Some(AuditEvent::Admission))
+            .ok_or_else(|| FollowError::NoAdmission(op_id.to_owned()))?;
+        let last = records.iter().find(|r| r.event == Some(AuditEvent::Rollout));
+        if last.and_then(|r| r.rollout_status).is_some_and(is_final) {
+            return Ok(());
+        }
+        let Some(op) = operation_of(admission) else {
+            // Nothing to watch (no workload named): close it as failed.
+            let mut progress = Progress::resume(None);
+            let assessment = Assessment {
+                status: RolloutStatus::Failed,
+                applied: false,
+                revision: None,
+                new_pods: Vec::new(),
+                old_pods: Vec::new(),
+                replicas: None,
+                strategy: None,
+                error: Some("the ADMISSION record names no workload to follow".into()),
+            };
+            progress.observe(&assessment);
+            return self.record(admission, &assessment, &progress).await;
+        };
+        let mut progress = Progress::resume(last);
+        let mut watch = Watch::start(&self.client, &op).await?;
+        let mut tick = tokio::time::interval(self.settings.tick);
+        loop {
+            tokio::select! {
+                update = watch.next() => {
+                    if update.is_none() {
+                        return Ok(()); // the watches never end by themselves
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            if !watch.synced() {
+                continue;
+            }
+            let assessment =
+                assess::assess(&op, &watch.snapshot, Timestamp::now(), &self.settings.limits);
+            progress.observe(&assessment);
+            let status = assessment.status;
+            if status == RolloutStatus::Started || Some(status) == progress.recorded {
+                continue;
+            }
+            self.record(admission, &assessment, &progress).await?;
+            progress.recorded = Some(status);
+            if is_final(status) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Appends the ROLLOUT record of `assessment`; for a final one, counts
+    /// the operation in the metrics.
+    async fn record(
+        &self,
+        admission: &AuditRecord,
+        assessment: &Assessment,
+        progress: &Progress,
+    ) -> Result<(), FollowError> {
+        let now = Timestamp::now();
+        let record = rollout_record(admission, assessment, progress, now);
+        let record = self.audit.append(record).await?;
+        tracing::info!(
+            operation = record.operation_id.as_deref().unwrap_or_default(),
+            status = ?assessment.status,
+            error = assessment.error.as_deref().unwrap_or_default(),
+            "rollout recorded"
+        );
+        if is_final(assessment.status) {
+            let application = admission.application_name.as_deref().unwrap_or_default();
+            let namespace = admission.namespace.as_deref().unwrap_or_default();
+            let result = result_label(assessment.status);
+            self.metrics
+                .operations_total
+                .with_label_values(&[
+                    application,
+                    namespace,
+                    admission.username.as_deref().unwrap_or_default(),
+                    result,
+                ])
+                .inc();
+            if let Some(seconds) = record.duration_seconds {
+                self.metrics
+                    .duration_seconds
+                    .with_label_values(&[application, namespace, result])
+                    .observe(seconds as f64);
+            }
+            if assessment.status == RolloutStatus::Completed {
+                let since = progress.rollout_started.unwrap_or(now);
+                self.metrics
+                    .rollout_duration_seconds
+                    .with_label_values(&[
+                        application,
+                        namespace,
+                        assessment.strategy.as_deref().unwrap_or_default(),
+                    ])
+                    .observe(now.duration_since(since).as_secs_f64().max(0.0));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `app_redeploy_success_rate` from the final ROLLOUT records of
+    /// the widest window, read from the shared trail (so every replica
+    /// reports the same figures).
+    async fn refresh_success_rate(&self) {
+        let widest = SUCCESS_WINDOWS.iter().map(|(_, s)| *s).max().unwrap_or(0);
+        let now = Timestamp::now();
+        let mut filter = AuditFilter {
+            event: Some(AuditEvent::Rollout),
+            since: now.checked_sub(SignedDuration::from_secs(widest)).ok(),
+            limit: Some(MAX_PAGE),
+            ..AuditFilter::default()
+        };
+        let mut outcomes = Vec::new();
+        for _ in 0..50 {
+            let page = match self.audit.query(&filter).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::debug!(error = %crate::admission::error_chain(&e), "cannot refresh the success rate");
+                    return;
+                }
+            };
+            outcomes.extend(page.items.into_iter().filter_map(|r| {
+                let status = r.rollout_status.filter(|s| is_final(*s))?;
+                let at = r.timestamp.parse::<Timestamp>().ok()?;
+                Some((r.application_name?, at, status == RolloutStatus::Completed))
+            }));
+            match page.next {
+                Some(next) => filter.after = Some(next),
+                None => break,
+            }
+        }
+        self.metrics.success_rate.reset();
+        for (window, seconds) in SUCCESS_WINDOWS {
+            let mut per_app: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+            for (app, at, ok) in &outcomes {
+                if now.duration_since(*at).as_secs() <= seconds {
+                    let entry = per_app.entry(app).or_default();
+                    entry.0 += u32::from(*ok);
+                    entry.1 += 1;
+                }
+            }
+            for (app, (ok, all)) in per_app {
+                self.metrics
+                    .success_rate
+                    .with_label_values(&[app, window])
+                    .set(f64::from(ok) / f64::from(all));
+            }
+        }
+    }
+}
+
+/// `result` label of the operation metrics.
+fn result_label(status: RolloutStatus) -> &'static str {
+    match status {
+        RolloutStatus::Completed => "completed",
+        RolloutStatus::Failed => "failed",
+        RolloutStatus::Timeout => "timeout",
+        RolloutStatus::Started | RolloutStatus::Progressing => "in_progress",
+    }
+}
+
+/// The operation an ADMISSION record describes, if it names a workload.
+fn operation_of(admission: &AuditRecord) -> Option<Operation> {
+    let started_at = admission
+        .operation_start_time
+        .as_deref()
+        .unwrap_or(&admission.timestamp)
+        .parse()
+        .ok()?;
+    Some(Operation {
+        id: admission.operation_id.clone()?,
+        kind: admission.kind?,
+        namespace: admission.namespace.clone()?,
+        name: admission.deployment_name.clone()?,
+        started_at,
+        restarted_at: admission.restarted_at.clone(),
+        images: admission.image_changes.clone(),
+    })
+}
+
+/// What the follower carries between assessments (and recovers from the
+/// last ROLLOUT record when it resumes).
+#[derive(Debug, Default)]
+struct Progress {
+    /// The status last recorded for the operation.
+    recorded: Option<RolloutStatus>,
+    /// Pods of older revisions seen since the change.
+    previous_pods: BTreeSet<String>,
+    previous_replicas: Option<i32>,
+    /// When the change was first seen applied.
+    rollout_started: Option<Timestamp>,
+}
+
+impl Progress {
+    fn resume(last: Option<&AuditRecord>) -> Self {
+        let Some(last) = last else {
+            return Self::default();
+        };
+        Self {
+            recorded: last.rollout_status,
+            previous_pods: last.previous_pods.iter().flatten().cloned().collect(),
+            previous_replicas: last.previous_replicas,
+            rollout_started: last.timestamp.parse().ok(),
+        }
+    }
+
+    fn observe(&mut self, a: &Assessment) {
+        self.previous_pods.extend(a.old_pods.iter().cloned());
+        if self.previous_replicas.is_none() {
+            self.previous_replicas = a.replicas;
+        }
+        if a.applied && self.rollout_started.is_none() {
+            self.rollout_started = Some(Timestamp::now());
+        }
+    }
+}
+
+/// The ROLLOUT record of `assessment`, linked to its ADMISSION record.
+fn rollout_record(
+    admission: &AuditRecord,
+    a: &Assessment,
+    progress: &Progress,
+    now: Timestamp,
+) -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::Rollout, now);
+    r.operation_id = admission.operation_id.clone();
+    r.request_uid = admission.request_uid.clone();
+    r.username = admission.username.clone();
+    r.actor = admission.actor.clone();
+    r.namespace = admission.namespace.clone();
+    r.application_name = admission.application_name.clone();
+    r.kind = admission.kind;
+    r.deployment_name = admission.deployment_name.clone();
+    r.change = admission.change;
+    r.previous_image = admission.previous_image.clone();
+    r.current_image = admission.current_image.clone();
+    r.ticket_id = admission.ticket_id.clone();
+    r.ticket_number = admission.ticket_number.clone();
+    r.ticket_entry_id = admission.ticket_entry_id.clone();
+    r.grant_jti = admission.grant_jti.clone();
+    r.rollout_status = Some(a.status);
+    r.rollout_strategy = a.strategy.clone();
+    r.previous_replicas = progress.previous_replicas;
+    r.current_replicas = a.replicas;
+    match admission.kind {
+        Some(WorkloadKind::Deployment) => r.new_replica_set = a.revision.clone(),
+        Some(_) => r.controller_revision = a.revision.clone(),
+        None => {}
+    }
+    let start = admission
+        .operation_start_time
+        .clone()
+        .unwrap_or_else(|| admission.timestamp.clone());
+    r.new_pods = Some(a.new_pods.clone());
+    r.previous_pods = Some(progress.previous_pods.iter().cloned().collect());
+    if is_final(a.status) {
+        let live: BTreeSet<&String> = a.new_pods.iter().chain(&a.old_pods).collect();
+        let gone = progress.previous_pods.iter().filter(|p| !live.contains(p));
+        r.terminated_pods = Some(gone.cloned().collect());
+        r.operation_end_time = Some(r.timestamp.clone());
+        r.duration_seconds = start
+            .parse::<Timestamp>()
+            .ok()
+            .map(|s| now.duration_since(s).as_secs().max(0));
+        r.success = Some(a.status == RolloutStatus::Completed);
+        r.error_message = a.error.clone();
+    }
+    r.operation_start_time = Some(start);
+    r
+}
+
+// === watches ===
+
+/// One watch's news, whichever resource it is about.
+enum Update {
+    Workload(watcher::Result<Event<Workload>>),
+    ReplicaSet(watcher::Result<Event<ReplicaSet>>),
+    Revision(watcher::Result<Event<ControllerRevision>>),
+    Pod(watcher::Result<Event<Pod>>),
+}
+
+/// A resource kept by a watch: the live objects by name, the objects of a
+/// (re)list in progress, and whether a list has completed.
+struct Collection<K> {
+    live: BTreeMap<String, K>,
+    listing: Option<BTreeMap<String, K>>,
+    synced: bool,
+}
+
+impl<K> Default for Collection<K> {
+    fn default() -> Self {
+        Self {
+            live: BTreeMap::new(),
+            listing: None,
+            synced: false,
+        }
+    }
+}
+
+impl<K> Collection<K> {
+    fn apply(&mut self, event: watcher::Result<Event<K>>, name: impl Fn(&K) -> String) {
+        match event {
+            Ok(Event::Apply(k)) => {
+                self.live.insert(name(&k), k);
+            }
+            Ok(Event::Delete(k)) => {
+                self.live.remove(&name(&k));
+            }
+            Ok(Event::Init) => self.listing = Some(BTreeMap::new()),
+            Ok(Event::InitApply(k)) => {
+                self.listing
+                    .get_or_insert_default()
+                    .insert(name(&k), k);
+            }
+            Ok(Event::InitDone) => {
+                self.live = self.listing.take().unwrap_or_default();
+                self.synced = true;
+            }
+            Err(error) => tracing::debug!(%error, "rollout watch failed; retrying"),
+        }
+    }
+}
+
+/// The watches of one operation and what they have seen.
+struct Watch {
+    stream: futures::stream::SelectAll<std::pin::Pin<Box<dyn Stream<Item = Update> + Send>>>,
+    workload: Collection<Workload>,
+    replica_sets: Collection<ReplicaSet>,
+    revisions: Collection<ControllerRevision>,
+    pods: Collection<Pod>,
+    needs_replica_sets: bool,
+    needs_revisions: bool,
+    snapshot: Snapshot,
+}
+
+fn name_of<K: Resource>(k: &K) -> String {
+    k.meta().name.clone().unwrap_or_default()
+}
+
+fn boxed<K, F>(
+    stream: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    wrap: F,
+) -> std::pin::Pin<Box<dyn Stream<Item = Update> + Send>>
+where
+    F: Fn(watcher::Result<Event<K>>) -> Update + Send + 'static,
+{
+    Box::pin(stream.map(wrap))
+}
+
+/// `k=v,k2=v2` of a selector's `matchLabels` (expressions are left out:
+/// the watch then sees more pods, which only widens old pods).
+fn label_selector(selector: Option<&LabelSelector>) -> String {
+    selector
+        .and_then(|s| s.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn map_event<K, T>(event: watcher::Result<Event<K>>, f: impl Fn(K) -> T) -> watcher::Result<Event<T>> {
+    event.map(|e| match e {
+        Event::Apply(k) => Event::Apply(f(k)),
+        Event::Delete(k) => Event::Delete(f(k)),
+        Event::Init => Event::Init,
+        Event::InitApply(k) => Event::InitApply(f(k)),
+        Event::InitDone => Event::InitDone,
+    })
+}
+
+impl Watch {
+    /// Reads the workload for its selector, then watches it, its pods and
+    /// (by kind) its ReplicaSets or ControllerRevisions.
+    async fn start(client: &kube::Client, op: &Operation) -> Result<Self, kube::Error> {
+        let ns = op.namespace.as_str();
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", op.name));
+        let (selector, workload_stream) = match op.kind {
+            WorkloadKind::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+                let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
+                let stream = watcher::watcher(api, by_name).default_backoff();
+                (selector, boxed(stream, |e| Update::Workload(map_event(e, Workload::Deployment))))
+            }
+            WorkloadKind::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+                let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
+                let stream = watcher::watcher(api, by_name).default_backoff();
+                (selector, boxed(stream, |e| Update::Workload(map_event(e, Workload::StatefulSet))))
+            }
+            WorkloadKind::DaemonSet => {
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+                let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
+                let stream = watcher::watcher(api, by_name).default_backoff();
+                (selector, boxed(stream, |e| Update::Workload(map_event(e, Workload::DaemonSet))))
+            }
+        };
+        let mut watch = Self {
+            stream: futures::stream::SelectAll::new(),
+            workload: Collection::default(),
+            replica_sets: Collection::default(),
+            revisions: Collection::default(),
+            pods: Collection::default(),
+            needs_replica_sets: false,
+            needs_revisions: false,
+            snapshot: Snapshot::default(),
+        };
+        watch.stream.push(workload_stream);
+        let Some(selector) = selector else {
+            // Gone already: the workload watch's empty list says so.
+            return Ok(watch);
+        };
+        let labels = watcher::Config::default().labels(&label_selector(Some(&selector)));
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        watch.stream.push(boxed(
+            watcher::watcher(pods, labels.clone()).default_backoff(),
+            Update::Pod,
+        ));
+        match op.kind {
+            WorkloadKind::Deployment => {
+                watch.needs_replica_sets = true;
+                let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+                watch.stream.push(boxed(
+                    watcher::watcher(api, labels).default_backoff(),
+                    Update::ReplicaSet,
+                ));
+            }
+            WorkloadKind::DaemonSet => {
+                watch.needs_revisions = true;
+                let api: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
+                watch.stream.push(boxed(
+                    watcher::watcher(api, labels).default_backoff(),
+                    Update::Revision,
+                ));
+            }
+            WorkloadKind::StatefulSet => {}
+        }
+        Ok(watch)
+    }
+
+    /// The next update, applied to the snapshot.
+    async fn next(&mut self) -> Option<()> {
+        match self.stream.next().await? {
+            Update::Workload(e) => {
+                self.workload.apply(e, |w| w.meta().name.clone().unwrap_or_default());
+                self.snapshot.workload = self.workload.live.values().next().cloned();
+            }
+            Update::ReplicaSet(e) => {
+                self.replica_sets.apply(e, name_of);
+                self.snapshot.replica_sets = self.replica_sets.live.clone();
+            }
+            Update::Revision(e) => {
+                self.revisions.apply(e, name_of);
+                self.snapshot.revisions = self.revisions.live.clone();
+            }
+            Update::Pod(e) => {
+                self.pods.apply(e, name_of);
+                self.snapshot.pods = self.pods.live.clone();
+            }
+        }
+        Some(())
+    }
+
+    /// True once every watch has listed, so an assessment sees everything.
+    fn synced(&self) -> bool {
+        let gone = self.workload.synced && self.workload.live.is_empty();
+        gone || (self.workload.synced
+            && self.pods.synced
+            && (!self.needs_replica_sets || self.replica_sets.synced)
+            && (!self.needs_revisions || self.revisions.synced))
+    }
+}
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;
