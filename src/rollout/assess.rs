@@ -149,6 +149,9 @@ pub struct Assessment {
     pub new_pods: Vec<String>,
     /// Live pods of older revisions.
     pub old_pods: Vec<String>,
+    /// Pods being deleted (whatever their revision): terminated, as far as
+    /// the rollout is concerned.
+    pub terminating_pods: Vec<String>,
     pub replicas: Option<i32>,
     pub strategy: Option<String>,
     /// Why the rollout failed or timed out.
@@ -182,6 +185,7 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
         revision: None,
         new_pods: Vec::new(),
         old_pods: Vec::new(),
+        terminating_pods: Vec::new(),
         replicas: None,
         strategy: None,
         error: None,
@@ -219,7 +223,7 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
     a.revision = hash.as_ref().map(|(name, _)| name.clone());
     for (name, pod) in &snapshot.pods {
         if pod.metadata.deletion_timestamp.is_some() {
-            a.old_pods.push(name.clone());
+            a.terminating_pods.push(name.clone());
             continue;
         }
         let pod_hash = label(&pod.metadata, revision_label(op.kind));
@@ -232,7 +236,7 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
     if let Some(error) = failure(workload, snapshot, &a.new_pods) {
         a.status = RolloutStatus::Failed;
         a.error = Some(error);
-    } else if hash.is_some() && complete(workload) {
+    } else if hash.is_some() && complete(workload) && pods_caught_up(workload, &a) {
         a.status = RolloutStatus::Completed;
     } else if elapsed >= workload.deadline(limits.default_deadline) {
         let deadline = workload.deadline(limits.default_deadline).as_secs();
@@ -381,6 +385,26 @@ fn complete(workload: &Workload) -> bool {
                 && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
         }
     }
+}
+
+/// True when the pods the watch has seen agree with a complete status: the
+/// status and the pod events come from separate watches, so one may be
+/// ahead of the other, and an outcome must not name pods half-seen.
+fn pods_caught_up(workload: &Workload, a: &Assessment) -> bool {
+    let partition = match workload {
+        Workload::StatefulSet(sts) => sts
+            .spec
+            .update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0)
+            .max(0),
+        _ => 0,
+    };
+    let want_new = usize::try_from(workload.replicas() - partition).unwrap_or(0);
+    let old_at_most = usize::try_from(partition).unwrap_or(0);
+    a.new_pods.len() >= want_new && a.old_pods.len() <= old_at_most
 }
 
 /// Why the rollout cannot succeed, if it cannot.

@@ -121,6 +121,40 @@ fn a_deployment_restart_progresses_then_completes_with_its_new_replica_set_and_p
 }
 
 #[test]
+fn a_complete_status_waits_for_the_pod_watch_to_catch_up() {
+    let op = op(WorkloadKind::Deployment);
+    let status = json!({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 3});
+    let mut terminating = pod("web-old-a", "pod-template-hash", "old", running());
+    terminating.1.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)),
+    );
+    let behind = deployment_snapshot(
+        status.clone(),
+        vec![
+            pod("web-new-a", "pod-template-hash", "new", running()),
+            pod("web-old-b", "pod-template-hash", "old", running()),
+        ],
+    );
+    assert_eq!(
+        assess(&op, &behind, at(30), &Limits::default()).status,
+        RolloutStatus::Progressing
+    );
+    let caught_up = deployment_snapshot(
+        status,
+        vec![
+            pod("web-new-a", "pod-template-hash", "new", running()),
+            pod("web-new-b", "pod-template-hash", "new", running()),
+            pod("web-new-c", "pod-template-hash", "new", running()),
+            terminating,
+        ],
+    );
+    let a = assess(&op, &caught_up, at(30), &Limits::default());
+    assert_eq!(a.status, RolloutStatus::Completed);
+    assert_eq!(a.terminating_pods, ["web-old-a"]);
+    assert_eq!(a.old_pods, Vec::<String>::new());
+}
+
+#[test]
 fn old_pods_still_terminating_keep_a_deployment_progressing() {
     let snapshot = deployment_snapshot(
         json!({"replicas": 4, "updatedReplicas": 3, "availableReplicas": 3}),
@@ -277,6 +311,13 @@ fn a_statefulset_completes_when_every_pod_runs_the_update_revision() {
         "observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
         "currentRevision": "web-new", "updateRevision": "web-new"})));
     let a = assess(&op, &snapshot, at(20), &Limits::default());
+    assert_eq!(
+        a.status,
+        RolloutStatus::Progressing,
+        "complete status, but web-1's replacement is not seen yet"
+    );
+    snapshot.pods.extend([pod("web-1", "controller-revision-hash", "web-new", running())]);
+    let a = assess(&op, &snapshot, at(20), &Limits::default());
     assert_eq!(a.status, RolloutStatus::Completed);
     // No progressDeadlineSeconds on a StatefulSet: the default deadline applies.
     snapshot.workload = Some(statefulset(json!({
@@ -321,6 +362,7 @@ fn a_daemonset_follows_its_newest_controller_revision() {
     assert_eq!(a.revision.as_deref(), Some("web-bbb"));
     assert_eq!(a.new_pods, ["web-x"]);
     snapshot.workload = Some(daemonset(2));
+    snapshot.pods.extend([pod("web-y", "controller-revision-hash", "bbb", running())]);
     assert_eq!(
         assess(&op, &snapshot, at(20), &Limits::default()).status,
         RolloutStatus::Completed

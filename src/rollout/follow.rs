@@ -215,6 +215,7 @@ impl Follower {
                 revision: None,
                 new_pods: Vec::new(),
                 old_pods: Vec::new(),
+                terminating_pods: Vec::new(),
                 replicas: None,
                 strategy: None,
                 error: Some("the ADMISSION record names no workload to follow".into()),
@@ -411,6 +412,7 @@ impl Progress {
 
     fn observe(&mut self, a: &Assessment) {
         self.previous_pods.extend(a.old_pods.iter().cloned());
+        self.previous_pods.extend(a.terminating_pods.iter().cloned());
         if self.previous_replicas.is_none() {
             self.previous_replicas = a.replicas;
         }

@@ -1,1 +1,634 @@
+//! The follower against a fake Kubernetes API served through kube-rs's
+//! `tower-test` mock: lists and watches answered from an in-memory set of
+//! objects whose changes the test makes, every request recorded. The store
+//! is a real SQLite database.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Frame;
+use percent_encoding::percent_decode_str;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
 use super::*;
+use crate::audit::AuditDecision;
+use crate::store::sqlite::SqliteStore;
+
+type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
+
+const APPS: &str = "/apis/apps/v1/namespaces/production";
+const CORE: &str = "/api/v1/namespaces/production";
+const RESTARTED: &str = "2026-11-23T10:00:00Z";
+
+#[derive(Default)]
+struct ApiState {
+    resource_version: u64,
+    /// Collection path → name → object.
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    /// (resourceVersion, collection, type, object), in order.
+    events: Vec<(u64, String, &'static str, Value)>,
+    /// Bumped to end every open watch (a disconnect).
+    disconnects: u64,
+    /// Every request, as `METHOD path?query`.
+    requests: Vec<String>,
+}
+
+/// An in-memory API server for one namespace.
+#[derive(Clone, Default)]
+struct FakeApi {
+    state: Arc<Mutex<ApiState>>,
+    changed: Arc<Notify>,
+}
+
+fn query_params(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+/// True when `object` passes the request's field and label selectors.
+fn selected(object: &Value, params: &BTreeMap<String, String>) -> bool {
+    let name_ok = match params.get("fieldSelector") {
+        Some(f) => f
+            .strip_prefix("metadata.name=")
+            .is_some_and(|n| object["metadata"]["name"] == n),
+        None => true,
+    };
+    let labels_ok = params.get("labelSelector").is_none_or(|s| {
+        s.split(',')
+            .filter(|kv| !kv.is_empty())
+            .all(|kv| match kv.split_once('=') {
+                Some((k, v)) => object["metadata"]["labels"][k] == v,
+                None => false,
+            })
+    });
+    name_ok && labels_ok
+}
+
+impl FakeApi {
+    fn collection_of(object: &Value) -> String {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        match kind {
+            "Pod" => format!("{CORE}/pods"),
+            "Deployment" => format!("{APPS}/deployments"),
+            "StatefulSet" => format!("{APPS}/statefulsets"),
+            "DaemonSet" => format!("{APPS}/daemonsets"),
+            "ReplicaSet" => format!("{APPS}/replicasets"),
+            "ControllerRevision" => format!("{APPS}/controllerrevisions"),
+            other => panic!("the fake API does not serve {other}"),
+        }
+    }
+
+    /// Creates or replaces `object` (ADDED or MODIFIED).
+    fn apply(&self, mut object: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.resource_version += 1;
+        let rv = s.resource_version;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        let collection = Self::collection_of(&object);
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        let existed = s
+            .objects
+            .entry(collection.clone())
+            .or_default()
+            .insert(name, object.clone())
+            .is_some();
+        let kind = if existed { "MODIFIED" } else { "ADDED" };
+        s.events.push((rv, collection, kind, object));
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    fn delete(&self, kind: &str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        let collection = Self::collection_of(&json!({"kind": kind}));
+        let Some(mut object) = s.objects.get_mut(&collection).and_then(|c| c.remove(name)) else {
+            return;
+        };
+        s.resource_version += 1;
+        let rv = s.resource_version;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        s.events.push((rv, collection, "DELETED", object));
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends every open watch, as a dropped connection would.
+    fn disconnect(&self) {
+        self.state.lock().unwrap().disconnects += 1;
+        self.changed.notify_waiters();
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// A kube client served by this fake.
+    fn client(&self) -> kube::Client {
+        let (service, mut handle) =
+            tower_test::mock::pair::<Request<kube::client::Body>, Response<FakeBody>>();
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let api = api.clone();
+                tokio::spawn(async move { send.send_response(api.serve(request)) });
+            }
+        });
+        kube::Client::new(service, "production")
+    }
+
+    fn serve(&self, request: Request<kube::client::Body>) -> Response<FakeBody> {
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let params = query_params(&query);
+        let mut s = self.state.lock().unwrap();
+        s.requests.push(format!("{} {path}?{query}", request.method()));
+        let json_response = |status: u16, body: Value| {
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(
+                    http_body_util::Full::new(Bytes::from(body.to_string()))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+                .unwrap()
+        };
+        if let Some(collection) = s.objects.keys().find(|c| path.starts_with(&format!("{c}/"))) {
+            let name = &path[collection.len() + 1..];
+            return match s.objects[collection].get(name) {
+                Some(object) => json_response(200, object.clone()),
+                None => json_response(
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": format!("{name} not found")}),
+                ),
+            };
+        }
+        if params.get("watch").map(String::as_str) != Some("true") {
+            let items: Vec<Value> = s
+                .objects
+                .get(&path)
+                .into_iter()
+                .flat_map(|c| c.values())
+                .filter(|o| selected(o, &params))
+                .cloned()
+                .collect();
+            let rv = s.resource_version.to_string();
+            return json_response(
+                200,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
+            );
+        }
+        let since: u64 = params
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let opened_at = s.disconnects;
+        drop(s);
+        let api = self.clone();
+        let stream = futures::stream::unfold(since, move |mut seen| {
+            let (api, path, params) = (api.clone(), path.clone(), params.clone());
+            async move {
+                loop {
+                    let notified = api.changed.notified();
+                    {
+                        let s = api.state.lock().unwrap();
+                        if s.disconnects != opened_at {
+                            return None;
+                        }
+                        let lines: String = s
+                            .events
+                            .iter()
+                            .filter(|(rv, c, _, o)| *rv > seen && *c == path && selected(o, &params))
+                            .map(|(_, _, kind, o)| format!("{}\n", json!({"type": kind, "object": o})))
+                            .collect();
+                        seen = s.resource_version;
+                        if !lines.is_empty() {
+                            let frame = Frame::data(Bytes::from(lines));
+                            return Some((Ok::<_, Infallible>(frame), seen));
+                        }
+                    }
+                    notified.await;
+                }
+            }
+        });
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::StreamBody::new(stream).boxed_unsync())
+            .unwrap()
+    }
+}
+
+// === objects ===
+
+fn deployment(generation: i64, deadline: i32, status: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "production", "uid": "d-1", "generation": generation,
+                     "labels": {"app": "web"}},
+        "spec": {"replicas": 2, "progressDeadlineSeconds": deadline,
+                 "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"type": "RollingUpdate"},
+                 "template": {"metadata": {"labels": {"app": "web"},
+                                           "annotations": {"kubectl.kubernetes.io/restartedAt": RESTARTED}},
+                              "spec": {"containers": [{"name": "web", "image": "web:1"}]}}},
+        "status": status
+    })
+}
+
+fn replica_set(name: &str, hash: &str, revision: u32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": name, "namespace": "production",
+                     "labels": {"app": "web", "pod-template-hash": hash},
+                     "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-1"}]},
+        "spec": {"selector": {"matchLabels": {"app": "web", "pod-template-hash": hash}}}
+    })
+}
+
+fn pod(name: &str, hash: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "production",
+                     "labels": {"app": "web", "pod-template-hash": hash}},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+        "status": {"phase": "Running"}
+    })
+}
+
+/// A cluster where `web` was just restarted: the controller has not acted yet.
+fn restarted_cluster(deadline: i32) -> FakeApi {
+    let api = FakeApi::default();
+    api.apply(deployment(
+        2,
+        deadline,
+        json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+    ));
+    api.apply(replica_set("web-old", "old", 1));
+    api.apply(pod("web-old-a", "old"));
+    api.apply(pod("web-old-b", "old"));
+    api
+}
+
+/// Takes the rollout of `restarted_cluster` to its end.
+fn complete_rollout(api: &FakeApi, deadline: i32) {
+    api.apply(replica_set("web-new", "new", 2));
+    api.apply(deployment(
+        2,
+        deadline,
+        json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
+    ));
+    api.apply(pod("web-new-a", "new"));
+    api.delete("Pod", "web-old-a");
+    api.apply(pod("web-new-b", "new"));
+    api.delete("Pod", "web-old-b");
+    api.apply(deployment(
+        2,
+        deadline,
+        json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
+    ));
+}
+
+// === harness ===
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    metrics: Arc<Metrics>,
+}
+
+fn settings() -> FollowerSettings {
+    FollowerSettings {
+        lease_ttl: Duration::from_millis(400),
+        scan_interval: Duration::from_millis(100),
+        tick: Duration::from_millis(50),
+        limits: Limits::default(),
+    }
+}
+
+impl Setup {
+    /// A store holding an ALLOWED restart of production/web as operation `op-1`.
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
+        let mut admission = AuditRecord::new(AuditEvent::Admission, Timestamp::now());
+        admission.decision = Some(AuditDecision::Allowed);
+        admission.operation_id = Some("op-1".into());
+        admission.request_uid = Some("uid-1".into());
+        admission.username = Some("alice".into());
+        admission.namespace = Some("production".into());
+        admission.application_name = Some("web".into());
+        admission.kind = Some(WorkloadKind::Deployment);
+        admission.deployment_name = Some("web".into());
+        admission.restarted_at = Some(RESTARTED.into());
+        admission.rollout_status = Some(RolloutStatus::Started);
+        admission.operation_start_time = Some(admission.timestamp.clone());
+        store.append(admission).await.unwrap();
+        Self {
+            _dir: dir,
+            store,
+            metrics: Arc::new(Metrics::new().unwrap()),
+        }
+    }
+
+    fn follower(&self, api: &FakeApi, settings: FollowerSettings) -> Arc<Follower> {
+        Follower::new(
+            api.client(),
+            self.store.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            settings,
+        )
+    }
+
+    /// Runs `follower` and wakes it for `op-1` (as the webhook does).
+    fn run(
+        &self,
+        follower: Arc<Follower>,
+        wake: bool,
+    ) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(8);
+        if wake {
+            tx.try_send("op-1".to_owned()).unwrap();
+        }
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(follower.run(rx, shutdown.clone()));
+        // Keep the sender alive for the follower's lifetime.
+        std::mem::forget(tx);
+        (task, shutdown)
+    }
+
+    /// The ROLLOUT records of `op-1`, oldest first.
+    async fn rollouts(&self) -> Vec<AuditRecord> {
+        let filter = AuditFilter {
+            operation_id: Some("op-1".into()),
+            event: Some(AuditEvent::Rollout),
+            ..AuditFilter::default()
+        };
+        let mut items = self.store.query(&filter).await.unwrap().items;
+        items.reverse();
+        items
+    }
+
+    /// Waits until the latest ROLLOUT record of `op-1` has `status`.
+    async fn until_recorded(&self, status: RolloutStatus) -> Vec<AuditRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let records = self.rollouts().await;
+            if records.last().and_then(|r| r.rollout_status) == Some(status) {
+                return records;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {status:?} record; records: {records:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn operations(&self, result: &str) -> u64 {
+        self.metrics
+            .operations_total
+            .with_label_values(&["web", "production", "alice", result])
+            .get()
+    }
+}
+
+fn statuses(records: &[AuditRecord]) -> Vec<RolloutStatus> {
+    records.iter().filter_map(|r| r.rollout_status).collect()
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn a_successful_rollout_is_followed_to_completed_with_its_replica_set_and_pods() {
+    let setup = Setup::new().await;
+    let api = restarted_cluster(600);
+    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+
+    let records = setup.until_recorded(RolloutStatus::Progressing).await;
+    assert_eq!(records.len(), 1);
+    complete_rollout(&api, 600);
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+
+    assert_eq!(
+        statuses(&records),
+        [RolloutStatus::Progressing, RolloutStatus::Completed]
+    );
+    let done = records.last().unwrap();
+    assert_eq!(done.operation_id.as_deref(), Some("op-1"));
+    assert_eq!(done.request_uid.as_deref(), Some("uid-1"));
+    assert_eq!(done.username.as_deref(), Some("alice"));
+    assert_eq!(done.new_replica_set.as_deref(), Some("web-new"));
+    assert_eq!(
+        done.new_pods.as_deref(),
+        Some(&["web-new-a".to_owned(), "web-new-b".to_owned()][..])
+    );
+    assert_eq!(
+        done.terminated_pods.as_deref(),
+        Some(&["web-old-a".to_owned(), "web-old-b".to_owned()][..])
+    );
+    assert_eq!((done.previous_replicas, done.current_replicas), (Some(2), Some(2)));
+    assert_eq!(done.rollout_strategy.as_deref(), Some("RollingUpdate"));
+    assert_eq!((done.success, done.error_message.as_deref()), (Some(true), None));
+    assert!(done.operation_end_time.is_some() && done.duration_seconds.is_some());
+    assert!(setup.store.verify().await.unwrap().ok);
+
+    // Closed: nothing left to follow, the lease given up, the outcome counted.
+    assert_eq!(setup.store.open_operations(10).await.unwrap(), Vec::<String>::new());
+    assert!(setup.store.lease_operation("op-1", "someone", Duration::from_secs(1)).await.unwrap());
+    assert_eq!(setup.operations("completed"), 1);
+    let rendered = setup.metrics.render();
+    assert!(
+        rendered.contains("app_redeploy_rollout_duration_seconds_count{application=\"web\",namespace=\"production\",strategy=\"RollingUpdate\"} 1"),
+        "{rendered}"
+    );
+
+    // The exact requests: the workload read for its selector, then a list
+    // and a watch of the Deployment by name, its ReplicaSets and pods by label.
+    let requests = api.requests();
+    assert_eq!(requests[0], format!("GET {APPS}/deployments/web?"));
+    for (collection, selector) in [
+        ("deployments", "fieldSelector=metadata.name%3Dweb"),
+        ("replicasets", "labelSelector=app%3Dweb"),
+        ("pods", "labelSelector=app%3Dweb"),
+    ] {
+        let base = if collection == "pods" { CORE } else { APPS };
+        let path = format!("GET {base}/{collection}?");
+        let of_it: Vec<&String> = requests
+            .iter()
+            .filter(|r| r.starts_with(&path) && r.contains(selector))
+            .collect();
+        assert!(
+            of_it.iter().any(|r| !r.contains("watch=true")),
+            "no list of {collection}: {requests:#?}"
+        );
+        assert!(
+            of_it.iter().any(|r| r.contains("watch=true")),
+            "no watch of {collection}: {requests:#?}"
+        );
+    }
+    assert!(
+        requests.iter().all(|r| r.starts_with("GET ")),
+        "the follower only reads: {requests:#?}"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn progress_deadline_exceeded_is_recorded_as_failed() {
+    let setup = Setup::new().await;
+    let api = restarted_cluster(600);
+    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    setup.until_recorded(RolloutStatus::Progressing).await;
+
+    api.apply(replica_set("web-new", "new", 2));
+    api.apply(deployment(
+        2,
+        600,
+        json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2,
+               "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                               "message": "ReplicaSet \"web-new\" has timed out progressing."}]}),
+    ));
+    let records = setup.until_recorded(RolloutStatus::Failed).await;
+    let failed = records.last().unwrap();
+    assert_eq!(failed.success, Some(false));
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("ProgressDeadlineExceeded: ReplicaSet \"web-new\" has timed out progressing.")
+    );
+    assert_eq!(setup.operations("failed"), 1);
+    assert_eq!(setup.store.open_operations(10).await.unwrap(), Vec::<String>::new());
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rollout_past_its_progress_deadline_is_recorded_as_timeout() {
+    let setup = Setup::new().await;
+    let api = restarted_cluster(1);
+    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    // Nothing moves in the cluster; the follower's own clock ends it.
+    let records = setup.until_recorded(RolloutStatus::Timeout).await;
+    let timeout = records.last().unwrap();
+    assert_eq!(timeout.success, Some(false));
+    assert!(
+        timeout
+            .error_message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did not complete within 1s"),
+        "{timeout:?}"
+    );
+    assert_eq!(setup.operations("timeout"), 1);
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_watch_that_disconnects_resumes_where_it_stopped() {
+    let setup = Setup::new().await;
+    let api = restarted_cluster(600);
+    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    setup.until_recorded(RolloutStatus::Progressing).await;
+    let watches_before = api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("/pods?") && r.contains("watch=true"))
+        .count();
+
+    api.disconnect();
+    complete_rollout(&api, 600);
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+    assert_eq!(
+        statuses(&records),
+        [RolloutStatus::Progressing, RolloutStatus::Completed]
+    );
+    assert_eq!(
+        records.last().unwrap().terminated_pods.as_deref(),
+        Some(&["web-old-a".to_owned(), "web-old-b".to_owned()][..]),
+        "pods deleted while the watch was down are seen on resume"
+    );
+    let pod_watches: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/pods?") && r.contains("watch=true"))
+        .collect();
+    assert!(pod_watches.len() > watches_before, "{pod_watches:#?}");
+    let resumed = pod_watches.last().unwrap();
+    assert!(
+        !resumed.contains("resourceVersion=0") && resumed.contains("resourceVersion="),
+        "the watch resumes from the last version it saw: {resumed}"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_follower_that_crashes_is_taken_over_and_nothing_is_recorded_twice() {
+    let setup = Setup::new().await;
+    let api = restarted_cluster(600);
+    let (first, _) = setup.run(setup.follower(&api, settings()), true);
+    setup.until_recorded(RolloutStatus::Progressing).await;
+    // The first replica dies without giving its lease up.
+    first.abort();
+    let _ = first.await;
+
+    // A second replica, not woken: it finds the open operation by scanning,
+    // once the lease has lapsed, and resumes from the recorded status.
+    let (second, shutdown) = setup.run(setup.follower(&api, settings()), false);
+    complete_rollout(&api, 600);
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+    assert_eq!(
+        statuses(&records),
+        [RolloutStatus::Progressing, RolloutStatus::Completed],
+        "one PROGRESSING (first replica) and one COMPLETED (second)"
+    );
+    assert_eq!(
+        records.last().unwrap().terminated_pods.as_deref(),
+        Some(&["web-old-a".to_owned(), "web-old-b".to_owned()][..]),
+        "the old pods seen by the first replica come from its record"
+    );
+    shutdown.cancel();
+    second.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_live_lease_keeps_other_replicas_off_the_operation() {
+    let setup = Setup::new().await;
+    let api = restarted_cluster(600);
+    let holder = "another-replica";
+    assert!(
+        setup
+            .store
+            .lease_operation("op-1", holder, Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(setup.rollouts().await, Vec::new(), "only the holder follows");
+    assert!(api.requests().is_empty(), "{:#?}", api.requests());
+
+    setup.store.release_operation("op-1", holder).await.unwrap();
+    setup.until_recorded(RolloutStatus::Progressing).await;
+    shutdown.cancel();
+    task.await.unwrap();
+}
