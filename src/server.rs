@@ -155,7 +155,15 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         &config.policy.protected_label,
         kube.is_none(),
     ));
+    let (rollouts, wake_follower) = match &kube {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let mut state = AppState {
+        rollouts,
         namespaces: namespaces.clone(),
         policy: Arc::new(config.policy.clone()),
         stores,
@@ -229,8 +237,20 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     background.extend(deliveries.spawn(state.public_api_url.clone()));
     if let Some(client) = kube {
         background.push(tokio::spawn(crate::policy::index::watch(
-            client, namespaces,
+            client.clone(),
+            namespaces,
         )));
+        if let Some(wake) = wake_follower {
+            let follower = crate::rollout::Follower::new(
+                client,
+                state.stores.audit.clone(),
+                state.stores.operations.clone(),
+                state.metrics.clone(),
+                crate::rollout::FollowerSettings::default(),
+            );
+            // Drained with the listeners: on shutdown it gives its leases up.
+            tasks.spawn(follower.run(wake, shutdown.clone()));
+        }
     }
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%webhook_addr, %api_addr, %admin_addr, store = %config.store.redacted(), "rollgate serving");

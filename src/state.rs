@@ -32,6 +32,8 @@ pub struct AppState {
     pub kube: Option<kube::Client>,
     /// Set once certificates and listeners are up.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the rollout follower for a newly admitted operation (with a cluster).
+    pub rollouts: Option<tokio::sync::mpsc::Sender<String>>,
     /// The store's health as last seen: `None` when fine, else why not.
     pub store_health: Arc<std::sync::RwLock<Option<String>>>,
 }

@@ -241,6 +241,9 @@ async fn record(
             r.username = Some(user.clone());
         }
     }
+    let to_follow = (crate::rollout::OperationMark::of(&r) == crate::rollout::OperationMark::Open)
+        .then(|| r.operation_id.clone())
+        .flatten();
     let append = async {
         match decision {
             Decision::Allowed {
@@ -272,7 +275,13 @@ async fn record(
         }
     };
     match tokio::time::timeout(state.store_timeout, append).await {
-        Ok(Ok(hit)) => Ok(hit),
+        Ok(Ok(hit)) => {
+            if let (None, Some(op), Some(follower)) = (hit, to_follow, &state.rollouts) {
+                // Never waits: if the follower is swamped, its scan finds the operation.
+                let _ = follower.try_send(op);
+            }
+            Ok(hit)
+        }
         Ok(Err(e)) => Err(Unavailable {
             what: "audit log",
             detail: error_chain(&e),

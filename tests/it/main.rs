@@ -8,6 +8,7 @@ mod faults;
 mod grants;
 mod limits;
 mod notify;
+mod operations_contract;
 mod persistence;
 mod pins_and_rates;
 mod redeploy;

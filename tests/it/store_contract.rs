@@ -159,15 +159,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn sqlite() -> Self {
+    pub(crate) fn sqlite() -> Self {
         Self::Sqlite(tempfile::tempdir().unwrap())
     }
 
-    fn redis() -> Self {
+    pub(crate) fn redis() -> Self {
         Self::Redis(RedisServer::start(&[]))
     }
 
-    async fn redis_cluster() -> Self {
+    pub(crate) async fn redis_cluster() -> Self {
         Self::Cluster(
             tokio::task::spawn_blocking(RedisCluster::start)
                 .await
@@ -175,7 +175,7 @@ impl Backend {
         )
     }
 
-    async fn redis_sentinel() -> Self {
+    pub(crate) async fn redis_sentinel() -> Self {
         let set_up = tokio::task::spawn_blocking(|| RedisSentinel::start(false));
         Self::Sentinel(set_up.await.unwrap())
     }
@@ -199,7 +199,7 @@ impl Backend {
         }
     }
 
-    async fn open(&self) -> Stores {
+    pub(crate) async fn open(&self) -> Stores {
         rollgate::store::open(&self.config()).await.unwrap()
     }
 
@@ -295,6 +295,8 @@ macro_rules! contract {
         }
     };
 }
+
+pub(crate) use contract;
 
 contract!(
     tickets_get_sequential_ids_and_list_newest_first_with_each_filter,
