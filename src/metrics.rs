@@ -3,8 +3,8 @@
 //! live here as constants. Labels never carry tokens.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub const TICKET_CREATED_TOTAL: &str = "app_redeploy_ticket_created_total";

@@ -155,15 +155,9 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         &config.policy.protected_label,
         kube.is_none(),
     ));
-    let (rollouts, wake_follower) = match &kube {
-        Some(_) => {
-            let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
+    let (wake_follower, woken) = tokio::sync::mpsc::channel(1024);
     let mut state = AppState {
-        rollouts,
+        rollouts: kube.is_some().then_some(wake_follower),
         namespaces: namespaces.clone(),
         policy: Arc::new(config.policy.clone()),
         stores,
@@ -235,23 +229,21 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     ];
     // Started once the API port is known: messages link to the bound URL.
     background.extend(deliveries.spawn(state.public_api_url.clone()));
-    if let Some(client) = kube {
+    if let Some(client) = &kube {
         background.push(tokio::spawn(crate::policy::index::watch(
             client.clone(),
             namespaces,
         )));
-        if let Some(wake) = wake_follower {
-            let follower = crate::rollout::Follower::new(
-                client,
-                state.stores.audit.clone(),
-                state.stores.operations.clone(),
-                state.metrics.clone(),
-                crate::rollout::FollowerSettings::default(),
-            );
-            // Drained with the listeners: on shutdown it gives its leases up.
-            tasks.spawn(follower.run(wake, shutdown.clone()));
-        }
     }
+    let follower = crate::rollout::Follower::new(
+        kube,
+        state.stores.audit.clone(),
+        state.stores.operations.clone(),
+        state.metrics.clone(),
+        crate::rollout::FollowerSettings::default(),
+    );
+    // Drained with the listeners: on shutdown it gives its leases up.
+    tasks.spawn(follower.run(woken, shutdown.clone()));
     state.ready.store(true, Ordering::SeqCst);
     tracing::info!(%webhook_addr, %api_addr, %admin_addr, store = %config.store.redacted(), "rollgate serving");
     Ok(RunningServer {

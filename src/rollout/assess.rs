@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -79,10 +81,7 @@ impl Workload {
         match self {
             Self::Deployment(d) => d.spec.replicas.unwrap_or(1),
             Self::StatefulSet(s) => s.spec.replicas.unwrap_or(1),
-            Self::DaemonSet(d) => d
-                .status
-                .as_ref()
-                .map_or(0, |s| s.desired_number_scheduled),
+            Self::DaemonSet(d) => d.status.as_ref().map_or(0, |s| s.desired_number_scheduled),
         }
     }
 
@@ -419,7 +418,9 @@ fn failure(workload: &Workload, snapshot: &Snapshot, new_pods: &[String]) -> Opt
         if let Some(c) = stalled {
             return Some(format!(
                 "ProgressDeadlineExceeded: {}",
-                c.message.as_deref().unwrap_or("the Deployment stopped making progress")
+                c.message
+                    .as_deref()
+                    .unwrap_or("the Deployment stopped making progress")
             ));
         }
     }

@@ -116,7 +116,10 @@ fn a_deployment_restart_progresses_then_completes_with_its_new_replica_set_and_p
     let a = assess(&op, &done, at(60), &Limits::default());
     assert_eq!(a.status, RolloutStatus::Completed, "{a:?}");
     assert_eq!(a.new_pods, ["web-new-a", "web-new-b", "web-new-c"]);
-    assert_eq!((a.replicas, a.strategy.as_deref()), (Some(3), Some("RollingUpdate")));
+    assert_eq!(
+        (a.replicas, a.strategy.as_deref()),
+        (Some(3), Some("RollingUpdate"))
+    );
     assert_eq!(a.error, None);
 }
 
@@ -125,9 +128,8 @@ fn a_complete_status_waits_for_the_pod_watch_to_catch_up() {
     let op = op(WorkloadKind::Deployment);
     let status = json!({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 3});
     let mut terminating = pod("web-old-a", "pod-template-hash", "old", running());
-    terminating.1.metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)),
-    );
+    terminating.1.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)));
     let behind = deployment_snapshot(
         status.clone(),
         vec![
@@ -160,7 +162,12 @@ fn old_pods_still_terminating_keep_a_deployment_progressing() {
         json!({"replicas": 4, "updatedReplicas": 3, "availableReplicas": 3}),
         vec![pod("web-new-a", "pod-template-hash", "new", running())],
     );
-    let a = assess(&op(WorkloadKind::Deployment), &snapshot, at(30), &Limits::default());
+    let a = assess(
+        &op(WorkloadKind::Deployment),
+        &snapshot,
+        at(30),
+        &Limits::default(),
+    );
     assert_eq!(a.status, RolloutStatus::Progressing);
 }
 
@@ -170,9 +177,17 @@ fn an_unobserved_generation_is_not_complete_yet() {
         json!({"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}),
         vec![],
     );
-    let a = assess(&op(WorkloadKind::Deployment), &snapshot, at(5), &Limits::default());
+    let a = assess(
+        &op(WorkloadKind::Deployment),
+        &snapshot,
+        at(5),
+        &Limits::default(),
+    );
     assert_eq!(a.status, RolloutStatus::Progressing);
-    assert_eq!(a.revision, None, "the new ReplicaSet is not known before the controller acts");
+    assert_eq!(
+        a.revision, None,
+        "the new ReplicaSet is not known before the controller acts"
+    );
 }
 
 #[test]
@@ -184,7 +199,12 @@ fn progress_deadline_exceeded_fails_the_rollout_with_the_controllers_message() {
                                "message": "ReplicaSet \"web-new\" has timed out progressing."}]}),
         vec![],
     );
-    let a = assess(&op(WorkloadKind::Deployment), &snapshot, at(50), &Limits::default());
+    let a = assess(
+        &op(WorkloadKind::Deployment),
+        &snapshot,
+        at(50),
+        &Limits::default(),
+    );
     assert_eq!(a.status, RolloutStatus::Failed);
     assert_eq!(
         a.error.as_deref(),
@@ -213,7 +233,9 @@ fn a_crash_looping_new_pod_fails_the_rollout_but_an_old_one_does_not() {
     assert_eq!(a.status, RolloutStatus::Failed);
     assert_eq!(
         a.error.as_deref(),
-        Some("pod web-new-a: container web: CrashLoopBackOff: back-off 40s restarting failed container")
+        Some(
+            "pod web-new-a: container web: CrashLoopBackOff: back-off 40s restarting failed container"
+        )
     );
 }
 
@@ -226,7 +248,11 @@ fn the_workloads_progress_deadline_times_the_rollout_out() {
     let after = assess(&op, &snapshot, at(120), &Limits::default());
     assert_eq!(after.status, RolloutStatus::Timeout);
     assert!(
-        after.error.as_deref().unwrap_or_default().contains("within 120s"),
+        after
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("within 120s"),
         "{after:?}"
     );
 }
@@ -239,11 +265,17 @@ fn a_change_the_workload_never_shows_fails_as_not_applied_after_the_grace() {
     };
     let op = op(WorkloadKind::Deployment);
     let early = assess(&op, &snapshot, at(10), &Limits::default());
-    assert_eq!((early.status, early.applied), (RolloutStatus::Started, false));
+    assert_eq!(
+        (early.status, early.applied),
+        (RolloutStatus::Started, false)
+    );
     let late = assess(&op, &snapshot, at(60), &Limits::default());
     assert_eq!(late.status, RolloutStatus::Failed);
     assert!(
-        late.error.as_deref().unwrap_or_default().starts_with("change not applied"),
+        late.error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("change not applied"),
         "{late:?}"
     );
 }
@@ -305,7 +337,10 @@ fn a_statefulset_completes_when_every_pod_runs_the_update_revision() {
     let a = assess(&op, &snapshot, at(10), &Limits::default());
     assert_eq!(a.status, RolloutStatus::Progressing);
     assert_eq!(a.revision.as_deref(), Some("web-new"));
-    assert_eq!((a.new_pods, a.old_pods), (vec!["web-0".to_owned()], vec!["web-1".to_owned()]));
+    assert_eq!(
+        (a.new_pods, a.old_pods),
+        (vec!["web-0".to_owned()], vec!["web-1".to_owned()])
+    );
 
     snapshot.workload = Some(statefulset(json!({
         "observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
@@ -316,7 +351,12 @@ fn a_statefulset_completes_when_every_pod_runs_the_update_revision() {
         RolloutStatus::Progressing,
         "complete status, but web-1's replacement is not seen yet"
     );
-    snapshot.pods.extend([pod("web-1", "controller-revision-hash", "web-new", running())]);
+    snapshot.pods.extend([pod(
+        "web-1",
+        "controller-revision-hash",
+        "web-new",
+        running(),
+    )]);
     let a = assess(&op, &snapshot, at(20), &Limits::default());
     assert_eq!(a.status, RolloutStatus::Completed);
     // No progressDeadlineSeconds on a StatefulSet: the default deadline applies.
@@ -362,7 +402,9 @@ fn a_daemonset_follows_its_newest_controller_revision() {
     assert_eq!(a.revision.as_deref(), Some("web-bbb"));
     assert_eq!(a.new_pods, ["web-x"]);
     snapshot.workload = Some(daemonset(2));
-    snapshot.pods.extend([pod("web-y", "controller-revision-hash", "bbb", running())]);
+    snapshot
+        .pods
+        .extend([pod("web-y", "controller-revision-hash", "bbb", running())]);
     assert_eq!(
         assess(&op, &snapshot, at(20), &Limits::default()).status,
         RolloutStatus::Completed

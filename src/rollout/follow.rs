@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::WatchStreamExt;
@@ -63,7 +65,9 @@ enum FollowError {
 
 /// Follows the rollouts of admitted changes; one per process.
 pub struct Follower {
-    client: kube::Client,
+    /// The cluster; without one, operations are closed as TIMEOUT at their
+    /// deadline, saying so.
+    client: Option<kube::Client>,
     audit: Arc<dyn AuditLog>,
     leases: Arc<dyn OperationLeases>,
     metrics: Arc<Metrics>,
@@ -76,7 +80,7 @@ pub struct Follower {
 
 impl Follower {
     pub fn new(
-        client: kube::Client,
+        client: Option<kube::Client>,
         audit: Arc<dyn AuditLog>,
         leases: Arc<dyn OperationLeases>,
         metrics: Arc<Metrics>,
@@ -96,7 +100,11 @@ impl Follower {
     /// Follows each operation sent on `wake` at once, and every scan
     /// interval the open operations nobody holds; until `shutdown`, when the
     /// leases are given up so another replica takes over at once.
-    pub async fn run(self: Arc<Self>, mut wake: mpsc::Receiver<String>, shutdown: CancellationToken) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut wake: mpsc::Receiver<String>,
+        shutdown: CancellationToken,
+    ) {
         let mut tasks = JoinSet::new();
         let mut scan = tokio::time::interval(self.settings.scan_interval);
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -187,7 +195,10 @@ impl Follower {
                 Err(_) => break,
             }
         }
-        tracing::warn!(operation = op, "lost the lease of the rollout; another replica follows it");
+        tracing::warn!(
+            operation = op,
+            "lost the lease of the rollout; another replica follows it"
+        );
         lost.cancel();
     }
 
@@ -202,29 +213,45 @@ impl Follower {
             .iter()
             .find(|r| r.event == Some(AuditEvent::Admission))
             .ok_or_else(|| FollowError::NoAdmission(op_id.to_owned()))?;
-        let last = records.iter().find(|r| r.event == Some(AuditEvent::Rollout));
+        let last = records
+            .iter()
+            .find(|r| r.event == Some(AuditEvent::Rollout));
         if last.and_then(|r| r.rollout_status).is_some_and(is_final) {
             return Ok(());
         }
         let Some(op) = operation_of(admission) else {
-            // Nothing to watch (no workload named): close it as failed.
-            let mut progress = Progress::resume(None);
-            let assessment = Assessment {
-                status: RolloutStatus::Failed,
-                applied: false,
-                revision: None,
-                new_pods: Vec::new(),
-                old_pods: Vec::new(),
-                terminating_pods: Vec::new(),
-                replicas: None,
-                strategy: None,
-                error: Some("the ADMISSION record names no workload to follow".into()),
-            };
-            progress.observe(&assessment);
-            return self.record(admission, &assessment, &progress).await;
+            let error = "the ADMISSION record names no workload to follow".to_owned();
+            return self
+                .close_unfollowable(admission, RolloutStatus::Failed, error)
+                .await;
+        };
+        // When the rollout cannot be watched at all (no cluster, no RBAC),
+        // the operation still ends: as TIMEOUT once its deadline is past.
+        let deadline = op.started_at + self.settings.limits.default_deadline;
+        let past_deadline = || Timestamp::now() >= deadline;
+        let Some(client) = &self.client else {
+            if !past_deadline() {
+                return Ok(()); // looked at again by the next scan
+            }
+            let error = "no cluster configured: rollgate could not follow this rollout".to_owned();
+            return self
+                .close_unfollowable(admission, RolloutStatus::Timeout, error)
+                .await;
         };
         let mut progress = Progress::resume(last);
-        let mut watch = Watch::start(&self.client, &op).await?;
+        let mut watch = match Watch::start(client, &op).await {
+            Ok(watch) => watch,
+            Err(e) if past_deadline() => {
+                let error = format!(
+                    "the rollout could not be followed: {}",
+                    crate::admission::error_chain(&e)
+                );
+                return self
+                    .close_unfollowable(admission, RolloutStatus::Timeout, error)
+                    .await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut tick = tokio::time::interval(self.settings.tick);
         loop {
             tokio::select! {
@@ -236,10 +263,26 @@ impl Follower {
                 _ = tick.tick() => {}
             }
             if !watch.synced() {
+                if past_deadline() {
+                    let error = format!(
+                        "the rollout could not be followed: {}",
+                        watch
+                            .last_error
+                            .as_deref()
+                            .unwrap_or("the watches never listed")
+                    );
+                    return self
+                        .close_unfollowable(admission, RolloutStatus::Timeout, error)
+                        .await;
+                }
                 continue;
             }
-            let assessment =
-                assess::assess(&op, &watch.snapshot, Timestamp::now(), &self.settings.limits);
+            let assessment = assess::assess(
+                &op,
+                &watch.snapshot,
+                Timestamp::now(),
+                &self.settings.limits,
+            );
             progress.observe(&assessment);
             let status = assessment.status;
             if status == RolloutStatus::Started || Some(status) == progress.recorded {
@@ -251,6 +294,28 @@ impl Follower {
                 return Ok(());
             }
         }
+    }
+
+    /// Closes an operation whose rollout nobody can see, saying why.
+    async fn close_unfollowable(
+        &self,
+        admission: &AuditRecord,
+        status: RolloutStatus,
+        error: String,
+    ) -> Result<(), FollowError> {
+        let assessment = Assessment {
+            status,
+            applied: false,
+            revision: None,
+            new_pods: Vec::new(),
+            old_pods: Vec::new(),
+            terminating_pods: Vec::new(),
+            replicas: None,
+            strategy: None,
+            error: Some(error),
+        };
+        self.record(admission, &assessment, &Progress::default())
+            .await
     }
 
     /// Appends the ROLLOUT record of `assessment`; for a final one, counts
@@ -412,7 +477,8 @@ impl Progress {
 
     fn observe(&mut self, a: &Assessment) {
         self.previous_pods.extend(a.old_pods.iter().cloned());
-        self.previous_pods.extend(a.terminating_pods.iter().cloned());
+        self.previous_pods
+            .extend(a.terminating_pods.iter().cloned());
         if self.previous_replicas.is_none() {
             self.previous_replicas = a.replicas;
         }
@@ -492,6 +558,7 @@ struct Collection<K> {
     live: BTreeMap<String, K>,
     listing: Option<BTreeMap<String, K>>,
     synced: bool,
+    last_error: Option<String>,
 }
 
 impl<K> Default for Collection<K> {
@@ -500,6 +567,7 @@ impl<K> Default for Collection<K> {
             live: BTreeMap::new(),
             listing: None,
             synced: false,
+            last_error: None,
         }
     }
 }
@@ -515,15 +583,16 @@ impl<K> Collection<K> {
             }
             Ok(Event::Init) => self.listing = Some(BTreeMap::new()),
             Ok(Event::InitApply(k)) => {
-                self.listing
-                    .get_or_insert_default()
-                    .insert(name(&k), k);
+                self.listing.get_or_insert_default().insert(name(&k), k);
             }
             Ok(Event::InitDone) => {
                 self.live = self.listing.take().unwrap_or_default();
                 self.synced = true;
             }
-            Err(error) => tracing::debug!(%error, "rollout watch failed; retrying"),
+            Err(error) => {
+                tracing::debug!(%error, "rollout watch failed; retrying");
+                self.last_error = Some(error.to_string());
+            }
         }
     }
 }
@@ -538,6 +607,8 @@ struct Watch {
     needs_replica_sets: bool,
     needs_revisions: bool,
     snapshot: Snapshot,
+    /// The latest watch error, for the record if following fails for good.
+    last_error: Option<String>,
 }
 
 fn name_of<K: Resource>(k: &K) -> String {
@@ -569,7 +640,10 @@ fn label_selector(selector: Option<&LabelSelector>) -> String {
         .unwrap_or_default()
 }
 
-fn map_event<K, T>(event: watcher::Result<Event<K>>, f: impl Fn(K) -> T) -> watcher::Result<Event<T>> {
+fn map_event<K, T>(
+    event: watcher::Result<Event<K>>,
+    f: impl Fn(K) -> T,
+) -> watcher::Result<Event<T>> {
     event.map(|e| match e {
         Event::Apply(k) => Event::Apply(f(k)),
         Event::Delete(k) => Event::Delete(f(k)),
@@ -590,19 +664,34 @@ impl Watch {
                 let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
                 let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
                 let stream = watcher::watcher(api, by_name).default_backoff();
-                (selector, boxed(stream, |e| Update::Workload(map_event(e, Workload::Deployment))))
+                (
+                    selector,
+                    boxed(stream, |e| {
+                        Update::Workload(map_event(e, Workload::Deployment))
+                    }),
+                )
             }
             WorkloadKind::StatefulSet => {
                 let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
                 let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
                 let stream = watcher::watcher(api, by_name).default_backoff();
-                (selector, boxed(stream, |e| Update::Workload(map_event(e, Workload::StatefulSet))))
+                (
+                    selector,
+                    boxed(stream, |e| {
+                        Update::Workload(map_event(e, Workload::StatefulSet))
+                    }),
+                )
             }
             WorkloadKind::DaemonSet => {
                 let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
                 let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
                 let stream = watcher::watcher(api, by_name).default_backoff();
-                (selector, boxed(stream, |e| Update::Workload(map_event(e, Workload::DaemonSet))))
+                (
+                    selector,
+                    boxed(stream, |e| {
+                        Update::Workload(map_event(e, Workload::DaemonSet))
+                    }),
+                )
             }
         };
         let mut watch = Self {
@@ -614,6 +703,7 @@ impl Watch {
             needs_replica_sets: false,
             needs_revisions: false,
             snapshot: Snapshot::default(),
+            last_error: None,
         };
         watch.stream.push(workload_stream);
         let Some(selector) = selector else {
@@ -650,9 +740,20 @@ impl Watch {
 
     /// The next update, applied to the snapshot.
     async fn next(&mut self) -> Option<()> {
-        match self.stream.next().await? {
+        let update = self.stream.next().await?;
+        let errors = [
+            &mut self.workload.last_error,
+            &mut self.replica_sets.last_error,
+            &mut self.revisions.last_error,
+            &mut self.pods.last_error,
+        ];
+        if let Some(e) = errors.into_iter().find_map(Option::take) {
+            self.last_error = Some(e);
+        }
+        match update {
             Update::Workload(e) => {
-                self.workload.apply(e, |w| w.meta().name.clone().unwrap_or_default());
+                self.workload
+                    .apply(e, |w| w.meta().name.clone().unwrap_or_default());
                 self.snapshot.workload = self.workload.live.values().next().cloned();
             }
             Update::ReplicaSet(e) => {

@@ -38,6 +38,8 @@ struct ApiState {
     disconnects: u64,
     /// Every request, as `METHOD path?query`.
     requests: Vec<String>,
+    /// Answer every request 403, as without RBAC.
+    forbidden: bool,
 }
 
 /// An in-memory API server for one namespace.
@@ -155,8 +157,6 @@ impl FakeApi {
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or_default().to_owned();
         let params = query_params(&query);
-        let mut s = self.state.lock().unwrap();
-        s.requests.push(format!("{} {path}?{query}", request.method()));
         let json_response = |status: u16, body: Value| {
             Response::builder()
                 .status(status)
@@ -168,7 +168,21 @@ impl FakeApi {
                 )
                 .unwrap()
         };
-        if let Some(collection) = s.objects.keys().find(|c| path.starts_with(&format!("{c}/"))) {
+        let mut s = self.state.lock().unwrap();
+        s.requests
+            .push(format!("{} {path}?{query}", request.method()));
+        if s.forbidden {
+            return json_response(
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": "pods is forbidden: User \"system:serviceaccount:rollgate:rollgate\" cannot list resource \"pods\""}),
+            );
+        }
+        if let Some(collection) = s
+            .objects
+            .keys()
+            .find(|c| path.starts_with(&format!("{c}/")))
+        {
             let name = &path[collection.len() + 1..];
             return match s.objects[collection].get(name) {
                 Some(object) => json_response(200, object.clone()),
@@ -214,8 +228,12 @@ impl FakeApi {
                         let lines: String = s
                             .events
                             .iter()
-                            .filter(|(rv, c, _, o)| *rv > seen && *c == path && selected(o, &params))
-                            .map(|(_, _, kind, o)| format!("{}\n", json!({"type": kind, "object": o})))
+                            .filter(|(rv, c, _, o)| {
+                                *rv > seen && *c == path && selected(o, &params)
+                            })
+                            .map(|(_, _, kind, o)| {
+                                format!("{}\n", json!({"type": kind, "object": o}))
+                            })
                             .collect();
                         seen = s.resource_version;
                         if !lines.is_empty() {
@@ -325,9 +343,14 @@ fn settings() -> FollowerSettings {
 impl Setup {
     /// A store holding an ALLOWED restart of production/web as operation `op-1`.
     async fn new() -> Self {
+        Self::admitted_at(Timestamp::now()).await
+    }
+
+    /// The same, admitted at `started`.
+    async fn admitted_at(started: Timestamp) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
-        let mut admission = AuditRecord::new(AuditEvent::Admission, Timestamp::now());
+        let mut admission = AuditRecord::new(AuditEvent::Admission, started);
         admission.decision = Some(AuditDecision::Allowed);
         admission.operation_id = Some("op-1".into());
         admission.request_uid = Some("uid-1".into());
@@ -349,7 +372,7 @@ impl Setup {
 
     fn follower(&self, api: &FakeApi, settings: FollowerSettings) -> Arc<Follower> {
         Follower::new(
-            api.client(),
+            Some(api.client()),
             self.store.clone(),
             self.store.clone(),
             self.metrics.clone(),
@@ -444,15 +467,30 @@ async fn a_successful_rollout_is_followed_to_completed_with_its_replica_set_and_
         done.terminated_pods.as_deref(),
         Some(&["web-old-a".to_owned(), "web-old-b".to_owned()][..])
     );
-    assert_eq!((done.previous_replicas, done.current_replicas), (Some(2), Some(2)));
+    assert_eq!(
+        (done.previous_replicas, done.current_replicas),
+        (Some(2), Some(2))
+    );
     assert_eq!(done.rollout_strategy.as_deref(), Some("RollingUpdate"));
-    assert_eq!((done.success, done.error_message.as_deref()), (Some(true), None));
+    assert_eq!(
+        (done.success, done.error_message.as_deref()),
+        (Some(true), None)
+    );
     assert!(done.operation_end_time.is_some() && done.duration_seconds.is_some());
     assert!(setup.store.verify().await.unwrap().ok);
 
     // Closed: nothing left to follow, the lease given up, the outcome counted.
-    assert_eq!(setup.store.open_operations(10).await.unwrap(), Vec::<String>::new());
-    assert!(setup.store.lease_operation("op-1", "someone", Duration::from_secs(1)).await.unwrap());
+    assert_eq!(
+        setup.store.open_operations(10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(
+        setup
+            .store
+            .lease_operation("op-1", "someone", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
     assert_eq!(setup.operations("completed"), 1);
     let rendered = setup.metrics.render();
     assert!(
@@ -515,7 +553,10 @@ async fn progress_deadline_exceeded_is_recorded_as_failed() {
         Some("ProgressDeadlineExceeded: ReplicaSet \"web-new\" has timed out progressing.")
     );
     assert_eq!(setup.operations("failed"), 1);
-    assert_eq!(setup.store.open_operations(10).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        setup.store.open_operations(10).await.unwrap(),
+        Vec::<String>::new()
+    );
     shutdown.cancel();
     task.await.unwrap();
 }
@@ -624,11 +665,80 @@ async fn a_live_lease_keeps_other_replicas_off_the_operation() {
     );
     let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(setup.rollouts().await, Vec::new(), "only the holder follows");
+    assert_eq!(
+        setup.rollouts().await,
+        Vec::new(),
+        "only the holder follows"
+    );
     assert!(api.requests().is_empty(), "{:#?}", api.requests());
 
     setup.store.release_operation("op-1", holder).await.unwrap();
     setup.until_recorded(RolloutStatus::Progressing).await;
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn without_a_cluster_an_operation_ends_as_timeout_at_its_deadline_saying_why() {
+    let long_ago = Timestamp::now() - SignedDuration::from_mins(11);
+    let setup = Setup::admitted_at(long_ago).await;
+    let follower = Follower::new(
+        None,
+        setup.store.clone(),
+        setup.store.clone(),
+        setup.metrics.clone(),
+        settings(),
+    );
+    let (task, shutdown) = setup.run(follower, false);
+    let records = setup.until_recorded(RolloutStatus::Timeout).await;
+    assert_eq!(
+        records.last().unwrap().error_message.as_deref(),
+        Some("no cluster configured: rollgate could not follow this rollout")
+    );
+    assert_eq!(
+        setup.store.open_operations(10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rollout_that_cannot_be_watched_ends_as_timeout_with_the_api_servers_reason() {
+    let long_ago = Timestamp::now() - SignedDuration::from_mins(11);
+    let setup = Setup::admitted_at(long_ago).await;
+    let api = restarted_cluster(600);
+    api.state.lock().unwrap().forbidden = true;
+    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let records = setup.until_recorded(RolloutStatus::Timeout).await;
+    let error = records
+        .last()
+        .unwrap()
+        .error_message
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        error.starts_with("the rollout could not be followed") && error.contains("forbidden"),
+        "{error}"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_recent_operation_without_a_cluster_stays_open() {
+    let setup = Setup::new().await;
+    let follower = Follower::new(
+        None,
+        setup.store.clone(),
+        setup.store.clone(),
+        setup.metrics.clone(),
+        settings(),
+    );
+    let (task, shutdown) = setup.run(follower, true);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(setup.rollouts().await, Vec::new());
+    assert_eq!(setup.store.open_operations(10).await.unwrap(), ["op-1"]);
     shutdown.cancel();
     task.await.unwrap();
 }

@@ -48,15 +48,25 @@ async fn admitted_operations_stay_open_until_their_final_rollout(b: &Backend) {
         .append(rollout("op-a", RolloutStatus::Progressing))
         .await
         .unwrap();
-    assert_eq!(s.operations.open_operations(10).await.unwrap(), ["op-a", "op-c"]);
-    assert_eq!(s.operations.open_operations(1).await.unwrap(), ["op-a"], "oldest first");
+    assert_eq!(
+        s.operations.open_operations(10).await.unwrap(),
+        ["op-a", "op-c"]
+    );
+    assert_eq!(
+        s.operations.open_operations(1).await.unwrap(),
+        ["op-a"],
+        "oldest first"
+    );
 
     s.audit
         .append(rollout("op-a", RolloutStatus::Completed))
         .await
         .unwrap();
     let other = b.open().await;
-    assert_eq!(other.operations.open_operations(10).await.unwrap(), ["op-c"]);
+    assert_eq!(
+        other.operations.open_operations(10).await.unwrap(),
+        ["op-c"]
+    );
     other
         .audit
         .append(rollout("op-c", RolloutStatus::Timeout))
@@ -72,30 +82,62 @@ async fn admitted_operations_stay_open_until_their_final_rollout(b: &Backend) {
 async fn an_operation_lease_has_one_holder_until_it_lapses(b: &Backend) {
     let (one, two) = (b.open().await, b.open().await);
     let ttl = Duration::from_millis(400);
-    assert!(one.operations.lease_operation("op", "A", ttl).await.unwrap());
-    assert!(!two.operations.lease_operation("op", "B", ttl).await.unwrap());
     assert!(
-        one.operations.lease_operation("op", "A", ttl).await.unwrap(),
+        one.operations
+            .lease_operation("op", "A", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !two.operations
+            .lease_operation("op", "B", ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        one.operations
+            .lease_operation("op", "A", ttl)
+            .await
+            .unwrap(),
         "the holder renews"
     );
     assert!(
-        two.operations.lease_operation("other-op", "B", ttl).await.unwrap(),
+        two.operations
+            .lease_operation("other-op", "B", ttl)
+            .await
+            .unwrap(),
         "leases are per operation"
     );
     two.operations.release_operation("op", "B").await.unwrap();
     assert!(
-        !two.operations.lease_operation("op", "B", ttl).await.unwrap(),
+        !two.operations
+            .lease_operation("op", "B", ttl)
+            .await
+            .unwrap(),
         "only the holder can release"
     );
 
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
     assert!(
-        two.operations.lease_operation("op", "B", ttl).await.unwrap(),
+        two.operations
+            .lease_operation("op", "B", ttl)
+            .await
+            .unwrap(),
         "a lapsed lease is taken over"
     );
-    assert!(!one.operations.lease_operation("op", "A", ttl).await.unwrap());
+    assert!(
+        !one.operations
+            .lease_operation("op", "A", ttl)
+            .await
+            .unwrap()
+    );
     two.operations.release_operation("op", "B").await.unwrap();
-    assert!(one.operations.lease_operation("op", "A", ttl).await.unwrap());
+    assert!(
+        one.operations
+            .lease_operation("op", "A", ttl)
+            .await
+            .unwrap()
+    );
 }
 
 contract!(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN,
-    OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore, USES_PREFIX, eval, scripts,
+    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN, OPEN_OPERATIONS,
+    OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore, USES_PREFIX, eval, scripts,
 };
 use crate::audit::chain::{self, ChainWalker, GENESIS_HASH};
 use crate::audit::{

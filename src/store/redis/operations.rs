@@ -18,7 +18,9 @@ fn lease_key(operation_id: &str) -> String {
 #[async_trait]
 impl OperationLeases for RedisStore {
     async fn open_operations(&self, limit: usize) -> Result<Vec<String>, Error> {
-        let last = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let last = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
         self.command(redis::cmd("ZRANGE").arg(OPEN_OPERATIONS).arg(0).arg(last))
             .await
     }
@@ -31,7 +33,8 @@ impl OperationLeases for RedisStore {
     ) -> Result<bool, Error> {
         let key = lease_key(operation_id);
         let mut cmd = eval(&scripts::LEASE_OPERATION, &[&key]);
-        cmd.arg(holder).arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        cmd.arg(holder)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         let taken: i64 = self.read(&scripts::LEASE_OPERATION, cmd).await?;
         Ok(taken == 1)
     }
