@@ -218,7 +218,7 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
         return a;
     }
 
-    let hash = new_revision(workload, snapshot);
+    let hash = new_revision(op, workload, snapshot);
     a.revision = hash.as_ref().map(|(name, _)| name.clone());
     for (name, pod) in &snapshot.pods {
         if pod.metadata.deletion_timestamp.is_some() {
@@ -252,9 +252,15 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
     a
 }
 
-/// True when the pod template carries what the change set.
+/// True when the workload's pod template carries what the change set.
 fn shows_change(op: &Operation, workload: &Workload) -> bool {
-    let template = workload.template();
+    template_shows(op, workload.template())
+}
+
+/// True when `template` carries what the change set: a revision made
+/// before the change does not (the watches of the workload and of its
+/// revisions are separate, so the newest revision seen may be an old one).
+fn template_shows(op: &Operation, template: &PodTemplateSpec) -> bool {
     if let Some(value) = &op.restarted_at {
         let current = template
             .metadata
@@ -306,7 +312,11 @@ fn owned_by(meta: &ObjectMeta, owner: &ObjectMeta) -> bool {
 
 /// The current revision's name and the hash its pods carry, once the
 /// controller has acted on the latest spec.
-fn new_revision(workload: &Workload, snapshot: &Snapshot) -> Option<(String, String)> {
+fn new_revision(
+    op: &Operation,
+    workload: &Workload,
+    snapshot: &Snapshot,
+) -> Option<(String, String)> {
     if !workload.generation_observed() {
         return None;
     }
@@ -316,6 +326,12 @@ fn new_revision(workload: &Workload, snapshot: &Snapshot) -> Option<(String, Str
             .replica_sets
             .values()
             .filter(|rs| owned_by(&rs.metadata, owner))
+            .filter(|rs| {
+                rs.spec
+                    .template
+                    .as_ref()
+                    .is_some_and(|t| template_shows(op, t))
+            })
             .max_by_key(|rs| {
                 rs.metadata
                     .annotations
@@ -338,6 +354,15 @@ fn new_revision(workload: &Workload, snapshot: &Snapshot) -> Option<(String, Str
             .revisions
             .values()
             .filter(|r| owned_by(&r.metadata, owner))
+            .filter(|r| {
+                // A DaemonSet's revision holds its template as a patch.
+                r.data
+                    .0
+                    .get("spec")
+                    .and_then(|spec| spec.get("template").cloned())
+                    .and_then(|t| serde_json::from_value::<PodTemplateSpec>(t).ok())
+                    .is_some_and(|t| template_shows(op, &t))
+            })
             .max_by_key(|r| r.revision.unwrap_or(0))
             .and_then(|r| {
                 let hash = label(&r.metadata, "controller-revision-hash")?;

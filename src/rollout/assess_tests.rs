@@ -52,13 +52,24 @@ fn merge(target: &mut Value, extra: Value) {
     }
 }
 
+/// A ReplicaSet of the Deployment; the newest one (`revision` 2) carries
+/// the restart in its template.
 fn replica_set(name: &str, hash: &str, revision: u32) -> (String, ReplicaSet) {
-    let rs = json!({"metadata": {
-        "name": name, "namespace": "production",
-        "labels": {"app": "web", "pod-template-hash": hash},
-        "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
-        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-1"}]
-    }});
+    let restarted = if revision >= 2 {
+        RESTARTED
+    } else {
+        "2026-01-01T00:00:00Z"
+    };
+    let rs = json!({
+        "metadata": {
+            "name": name, "namespace": "production",
+            "labels": {"app": "web", "pod-template-hash": hash},
+            "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-1"}]
+        },
+        "spec": {"selector": {"matchLabels": {"app": "web", "pod-template-hash": hash}},
+                 "template": template(restarted, "web:1")}
+    });
     (name.to_owned(), from(rs))
 }
 
@@ -169,6 +180,29 @@ fn old_pods_still_terminating_keep_a_deployment_progressing() {
         &Limits::default(),
     );
     assert_eq!(a.status, RolloutStatus::Progressing);
+}
+
+#[test]
+fn a_replica_set_made_before_the_change_is_never_taken_for_the_new_one() {
+    // The ReplicaSet watch is behind: only the old ReplicaSet is seen, while
+    // the status and the (old) pods already look complete.
+    let mut snapshot = deployment_snapshot(
+        json!({"replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}),
+        vec![
+            pod("web-old-a", "pod-template-hash", "old", running()),
+            pod("web-old-b", "pod-template-hash", "old", running()),
+            pod("web-old-c", "pod-template-hash", "old", running()),
+        ],
+    );
+    snapshot.replica_sets.remove("web-new");
+    let a = assess(
+        &op(WorkloadKind::Deployment),
+        &snapshot,
+        at(30),
+        &Limits::default(),
+    );
+    assert_eq!(a.status, RolloutStatus::Progressing);
+    assert_eq!(a.revision, None);
 }
 
 #[test]
@@ -371,9 +405,15 @@ fn a_statefulset_completes_when_every_pod_runs_the_update_revision() {
 fn a_daemonset_follows_its_newest_controller_revision() {
     let op = op(WorkloadKind::DaemonSet);
     let revision = |name: &str, hash: &str, number: i64| {
+        let restarted = if number >= 2 {
+            RESTARTED
+        } else {
+            "2026-01-01T00:00:00Z"
+        };
         let r: ControllerRevision = from(json!({
             "metadata": {"name": name, "labels": {"controller-revision-hash": hash},
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "web", "uid": "ds-1"}]},
+            "data": {"spec": {"template": template(restarted, "web:1")}},
             "revision": number
         }));
         (name.to_owned(), r)

@@ -3,254 +3,22 @@
 //! objects whose changes the test makes, every request recorded. The store
 //! is a real SQLite database.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Frame;
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
-use tokio::sync::Notify;
 
 use super::*;
 use crate::audit::AuditDecision;
 use crate::store::sqlite::SqliteStore;
 
-type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
+#[path = "fake_api.rs"]
+mod fake_api;
+use fake_api::FakeApi;
 
 const APPS: &str = "/apis/apps/v1/namespaces/production";
 const CORE: &str = "/api/v1/namespaces/production";
 const RESTARTED: &str = "2026-11-23T10:00:00Z";
-
-#[derive(Default)]
-struct ApiState {
-    resource_version: u64,
-    /// Collection path → name → object.
-    objects: BTreeMap<String, BTreeMap<String, Value>>,
-    /// (resourceVersion, collection, type, object), in order.
-    events: Vec<(u64, String, &'static str, Value)>,
-    /// Bumped to end every open watch (a disconnect).
-    disconnects: u64,
-    /// Every request, as `METHOD path?query`.
-    requests: Vec<String>,
-    /// Answer every request 403, as without RBAC.
-    forbidden: bool,
-}
-
-/// An in-memory API server for one namespace.
-#[derive(Clone, Default)]
-struct FakeApi {
-    state: Arc<Mutex<ApiState>>,
-    changed: Arc<Notify>,
-}
-
-fn query_params(query: &str) -> BTreeMap<String, String> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| {
-            let v = percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned();
-            (k.to_owned(), v)
-        })
-        .collect()
-}
-
-/// True when `object` passes the request's field and label selectors.
-fn selected(object: &Value, params: &BTreeMap<String, String>) -> bool {
-    let name_ok = match params.get("fieldSelector") {
-        Some(f) => f
-            .strip_prefix("metadata.name=")
-            .is_some_and(|n| object["metadata"]["name"] == n),
-        None => true,
-    };
-    let labels_ok = params.get("labelSelector").is_none_or(|s| {
-        s.split(',')
-            .filter(|kv| !kv.is_empty())
-            .all(|kv| match kv.split_once('=') {
-                Some((k, v)) => object["metadata"]["labels"][k] == v,
-                None => false,
-            })
-    });
-    name_ok && labels_ok
-}
-
-impl FakeApi {
-    fn collection_of(object: &Value) -> String {
-        let kind = object["kind"].as_str().unwrap_or_default();
-        match kind {
-            "Pod" => format!("{CORE}/pods"),
-            "Deployment" => format!("{APPS}/deployments"),
-            "StatefulSet" => format!("{APPS}/statefulsets"),
-            "DaemonSet" => format!("{APPS}/daemonsets"),
-            "ReplicaSet" => format!("{APPS}/replicasets"),
-            "ControllerRevision" => format!("{APPS}/controllerrevisions"),
-            other => panic!("the fake API does not serve {other}"),
-        }
-    }
-
-    /// Creates or replaces `object` (ADDED or MODIFIED).
-    fn apply(&self, mut object: Value) {
-        let mut s = self.state.lock().unwrap();
-        s.resource_version += 1;
-        let rv = s.resource_version;
-        object["metadata"]["resourceVersion"] = rv.to_string().into();
-        let collection = Self::collection_of(&object);
-        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
-        let existed = s
-            .objects
-            .entry(collection.clone())
-            .or_default()
-            .insert(name, object.clone())
-            .is_some();
-        let kind = if existed { "MODIFIED" } else { "ADDED" };
-        s.events.push((rv, collection, kind, object));
-        drop(s);
-        self.changed.notify_waiters();
-    }
-
-    fn delete(&self, kind: &str, name: &str) {
-        let mut s = self.state.lock().unwrap();
-        let collection = Self::collection_of(&json!({"kind": kind}));
-        let Some(mut object) = s.objects.get_mut(&collection).and_then(|c| c.remove(name)) else {
-            return;
-        };
-        s.resource_version += 1;
-        let rv = s.resource_version;
-        object["metadata"]["resourceVersion"] = rv.to_string().into();
-        s.events.push((rv, collection, "DELETED", object));
-        drop(s);
-        self.changed.notify_waiters();
-    }
-
-    /// Ends every open watch, as a dropped connection would.
-    fn disconnect(&self) {
-        self.state.lock().unwrap().disconnects += 1;
-        self.changed.notify_waiters();
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    /// A kube client served by this fake.
-    fn client(&self) -> kube::Client {
-        let (service, mut handle) =
-            tower_test::mock::pair::<Request<kube::client::Body>, Response<FakeBody>>();
-        let api = self.clone();
-        tokio::spawn(async move {
-            while let Some((request, send)) = handle.next_request().await {
-                let api = api.clone();
-                tokio::spawn(async move { send.send_response(api.serve(request)) });
-            }
-        });
-        kube::Client::new(service, "production")
-    }
-
-    fn serve(&self, request: Request<kube::client::Body>) -> Response<FakeBody> {
-        let path = request.uri().path().to_owned();
-        let query = request.uri().query().unwrap_or_default().to_owned();
-        let params = query_params(&query);
-        let json_response = |status: u16, body: Value| {
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(
-                    http_body_util::Full::new(Bytes::from(body.to_string()))
-                        .map_err(|never| match never {})
-                        .boxed_unsync(),
-                )
-                .unwrap()
-        };
-        let mut s = self.state.lock().unwrap();
-        s.requests
-            .push(format!("{} {path}?{query}", request.method()));
-        if s.forbidden {
-            return json_response(
-                403,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
-                       "message": "pods is forbidden: User \"system:serviceaccount:rollgate:rollgate\" cannot list resource \"pods\""}),
-            );
-        }
-        if let Some(collection) = s
-            .objects
-            .keys()
-            .find(|c| path.starts_with(&format!("{c}/")))
-        {
-            let name = &path[collection.len() + 1..];
-            return match s.objects[collection].get(name) {
-                Some(object) => json_response(200, object.clone()),
-                None => json_response(
-                    404,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "reason": "NotFound", "code": 404, "message": format!("{name} not found")}),
-                ),
-            };
-        }
-        if params.get("watch").map(String::as_str) != Some("true") {
-            let items: Vec<Value> = s
-                .objects
-                .get(&path)
-                .into_iter()
-                .flat_map(|c| c.values())
-                .filter(|o| selected(o, &params))
-                .cloned()
-                .collect();
-            let rv = s.resource_version.to_string();
-            return json_response(
-                200,
-                json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
-            );
-        }
-        let since: u64 = params
-            .get("resourceVersion")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let opened_at = s.disconnects;
-        drop(s);
-        let api = self.clone();
-        let stream = futures::stream::unfold(since, move |mut seen| {
-            let (api, path, params) = (api.clone(), path.clone(), params.clone());
-            async move {
-                loop {
-                    let notified = api.changed.notified();
-                    {
-                        let s = api.state.lock().unwrap();
-                        if s.disconnects != opened_at {
-                            return None;
-                        }
-                        let lines: String = s
-                            .events
-                            .iter()
-                            .filter(|(rv, c, _, o)| {
-                                *rv > seen && *c == path && selected(o, &params)
-                            })
-                            .map(|(_, _, kind, o)| {
-                                format!("{}\n", json!({"type": kind, "object": o}))
-                            })
-                            .collect();
-                        seen = s.resource_version;
-                        if !lines.is_empty() {
-                            let frame = Frame::data(Bytes::from(lines));
-                            return Some((Ok::<_, Infallible>(frame), seen));
-                        }
-                    }
-                    notified.await;
-                }
-            }
-        });
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(http_body_util::StreamBody::new(stream).boxed_unsync())
-            .unwrap()
-    }
-}
 
 // === objects ===
 
@@ -269,14 +37,23 @@ fn deployment(generation: i64, deadline: i32, status: Value) -> Value {
     })
 }
 
+/// A ReplicaSet of `web`; revision 2 carries the restart in its template.
 fn replica_set(name: &str, hash: &str, revision: u32) -> Value {
+    let restarted = if revision >= 2 {
+        RESTARTED
+    } else {
+        "2026-01-01T00:00:00Z"
+    };
     json!({
         "apiVersion": "apps/v1", "kind": "ReplicaSet",
         "metadata": {"name": name, "namespace": "production",
                      "labels": {"app": "web", "pod-template-hash": hash},
                      "annotations": {"deployment.kubernetes.io/revision": revision.to_string()},
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-1"}]},
-        "spec": {"selector": {"matchLabels": {"app": "web", "pod-template-hash": hash}}}
+        "spec": {"selector": {"matchLabels": {"app": "web", "pod-template-hash": hash}},
+                 "template": {"metadata": {"labels": {"app": "web", "pod-template-hash": hash},
+                                           "annotations": {"kubectl.kubernetes.io/restartedAt": restarted}},
+                              "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}
     })
 }
 
@@ -313,9 +90,9 @@ fn complete_rollout(api: &FakeApi, deadline: i32) {
         json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}),
     ));
     api.apply(pod("web-new-a", "new"));
-    api.delete("Pod", "web-old-a");
+    api.delete("Pod", "production", "web-old-a");
     api.apply(pod("web-new-b", "new"));
-    api.delete("Pod", "web-old-b");
+    api.delete("Pod", "production", "web-old-b");
     api.apply(deployment(
         2,
         deadline,
@@ -708,7 +485,7 @@ async fn a_rollout_that_cannot_be_watched_ends_as_timeout_with_the_api_servers_r
     let long_ago = Timestamp::now() - SignedDuration::from_mins(11);
     let setup = Setup::admitted_at(long_ago).await;
     let api = restarted_cluster(600);
-    api.state.lock().unwrap().forbidden = true;
+    api.forbid();
     let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
     let records = setup.until_recorded(RolloutStatus::Timeout).await;
     let error = records

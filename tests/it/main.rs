@@ -4,6 +4,8 @@ mod admin;
 mod audit;
 mod cli;
 mod common;
+#[path = "../../src/rollout/fake_api.rs"]
+mod fake_api;
 mod faults;
 mod grants;
 mod limits;
@@ -14,6 +16,7 @@ mod pins_and_rates;
 mod redeploy;
 mod redis_topologies;
 mod replicas;
+mod rollout;
 mod shutdown;
 mod store_contract;
 mod tickets;

@@ -73,12 +73,27 @@ pub async fn spawn_server_in(dir: TempDir, yaml: &str) -> TestServer {
 
 /// Like [`spawn_server_in`] on the given store (e.g. a Redis URL).
 pub async fn spawn_server_with(dir: TempDir, yaml: &str, store: Option<StoreConfig>) -> TestServer {
+    spawn_server_configured(dir, yaml, store, None).await
+}
+
+/// Like [`spawn_server`], with a cluster: the kubeconfig at `kubeconfig`.
+pub async fn spawn_server_on_cluster(yaml: &str, kubeconfig: PathBuf) -> TestServer {
+    spawn_server_configured(tempfile::tempdir().unwrap(), yaml, None, Some(kubeconfig)).await
+}
+
+async fn spawn_server_configured(
+    dir: TempDir,
+    yaml: &str,
+    store: Option<StoreConfig>,
+    kubeconfig: Option<PathBuf>,
+) -> TestServer {
     // reqwest is built with rustls-no-provider: one process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut config = mk_config(dir.path(), yaml);
     if let Some(store) = store.clone() {
         config.store = store;
     }
+    config.kubeconfig = kubeconfig;
     let server = rollgate::server::start(config).await.unwrap();
 
     let users: rollgate::auth::DevUsersFile =
