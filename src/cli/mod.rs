@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ROLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Also write every audit record this replica appends as a JSON line to FILE (- for stdout),
+    /// for log shippers (config key audit.logFile).
+    #[arg(long, env = "ROLLGATE_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<String>,
 }
 
 impl ValueEnum for FailureMode {
