@@ -42,6 +42,46 @@ pub enum Command {
     /// Read and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Make the CA, serving certificate and signing key of a cluster install.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a CA and a serving certificate for the Services' DNS names into
+    /// DIR and print the webhook's caBundle (an existing CA in DIR is reused).
+    Generate(CertsGenerateArgs),
+}
+
+/// Flags of `rollgate certs generate`.
+#[derive(Debug, Args)]
+pub struct CertsGenerateArgs {
+    /// Service whose DNS names the certificate carries (repeat: the webhook's and the API's).
+    #[arg(long = "service", value_name = "S", required = true)]
+    pub services: Vec<String>,
+    /// Namespace of the Services.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub namespace: String,
+    /// Directory for ca.crt, ca.key, tls.crt, tls.key (and signing-key.pem).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// More DNS names or IP addresses for the certificate (e.g. the API's Ingress host).
+    #[arg(long = "dns", value_name = "NAME")]
+    pub extra_names: Vec<String>,
+    /// Days the serving certificate is valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u16).range(1..=3650))]
+    pub days: u16,
+    /// Make a new CA even when DIR has one (the caBundle changes).
+    #[arg(long)]
+    pub new_ca: bool,
+    /// Also write an Ed25519 grant signing key, DIR/signing-key.pem, unless it exists.
+    #[arg(long)]
+    pub signing_key: bool,
+    /// Print a kubectl patch command setting the caBundle of this ValidatingWebhookConfiguration
+    /// (its two entries) instead of the bare caBundle.
+    #[arg(long, value_name = "WEBHOOK_CONFIGURATION")]
+    pub patch: Option<String>,
 }
 
 /// The name a plugin binary must have for kubectl to run it as `kubectl rollgate`.

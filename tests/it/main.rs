@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod certs;
 mod cli;
 mod common;
 mod faults;
