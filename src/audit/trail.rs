@@ -141,6 +141,7 @@ impl AuditTrail {
     ) -> Result<Option<Checkpointed>, Error> {
         for _ in 0..CHECKPOINT_ATTEMPTS {
             let head = self.log.head().await?;
+            self.check_memory(head.as_ref()).await?;
             if let Some(head) = head
                 .as_ref()
                 .filter(|h| h.event == Some(AuditEvent::Checkpoint))
@@ -161,7 +162,6 @@ impl AuditTrail {
             if head.is_none() && only_if_new {
                 return Ok(None);
             }
-            self.check_memory(head.as_ref()).await?;
             let claims = CheckpointClaims {
                 iss: self.issuer.clone(),
                 records: head.as_ref().map_or(0, |h| h.id.parse().unwrap_or(0)),

@@ -2,6 +2,7 @@
 
 mod admin;
 mod audit;
+mod audit_trail;
 mod certs;
 mod cli;
 mod common;
