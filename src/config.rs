@@ -289,7 +289,32 @@ pub struct Config {
     pub notifications: Vec<crate::notify::Receiver>,
     /// Most tickets one user may file per window; `None`: unlimited.
     pub ticket_rate_limit: Option<crate::policy::RateLimit>,
+    /// Checkpoints and log shipping of the audit trail (`audit`).
+    pub audit: AuditSettings,
 }
+
+/// The `audit` section: signed checkpoints and log shipping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// How often a checkpoint is made when records were appended since the
+    /// last one (`audit.checkpointInterval`, default 10m); `None` (`0s`): never.
+    pub checkpoint_interval: Option<Duration>,
+    /// Where every appended record is also written as a JSON line
+    /// (`audit.logFile`, `--audit-log`; `-` is stdout); `None`: nowhere.
+    pub log_file: Option<crate::audit::ship::LogTarget>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
+            log_file: None,
+        }
+    }
+}
+
+/// Default of `audit.checkpointInterval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The YAML file's shape. Every key is optional; unknown keys are refused.
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +342,47 @@ struct FileConfig {
     sweep_interval: Option<String>,
     #[serde(default)]
     notifications: Vec<crate::notify::ReceiverSpec>,
+    audit: Option<FileAudit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FileAudit {
+    checkpoint_interval: Option<String>,
+    log_file: Option<String>,
+}
+
+fn audit_settings(file: Option<FileAudit>, args: &ServeArgs) -> Result<AuditSettings, Error> {
+    let file = file.unwrap_or_default();
+    let checkpoint_interval = match file.checkpoint_interval.as_deref() {
+        None => Some(DEFAULT_CHECKPOINT_INTERVAL),
+        Some(v) => {
+            let every = parse_duration("audit.checkpointInterval", v)?;
+            if !every.is_zero()
+                && !(Duration::from_millis(100)..=Duration::from_secs(7 * 86400)).contains(&every)
+            {
+                return Err(invalid(
+                    "audit.checkpointInterval",
+                    "must be between 100ms and 7d, or 0s for no periodic checkpoints",
+                ));
+            }
+            (!every.is_zero()).then_some(every)
+        }
+    };
+    let log_file = match args.audit_log.as_deref().or(file.log_file.as_deref()) {
+        None => None,
+        Some("") => {
+            return Err(invalid(
+                "audit.logFile",
+                "must be a file path, or - for stdout",
+            ));
+        }
+        Some(v) => Some(crate::audit::ship::LogTarget::parse(v)),
+    };
+    Ok(AuditSettings {
+        checkpoint_interval,
+        log_file,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -658,6 +724,7 @@ impl Config {
                 None => Duration::from_secs(15),
             },
             notifications,
+            audit: audit_settings(file.audit, args)?,
         })
     }
 

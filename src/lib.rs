@@ -12,6 +12,7 @@ pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use rollgate::cli::{Cli, Command, LogFormat, client};
+use rollgate::cli::{CertsCommand, CertsGenerateArgs, Cli, Command, LogFormat, client};
 
 fn main() -> ExitCode {
     // One process-wide rustls provider (ring) for the servers, kube and the CLI.
@@ -55,7 +55,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Grant(cmd) => Ok(client::grant(cmd).await?),
         Command::Redeploy(args) => Ok(client::redeploy(args).await?),
         Command::Audit(cmd) => Ok(client::audit(cmd).await?),
+        Command::Certs(CertsCommand::Generate(args)) => certs_generate(args),
     }
+}
+
+/// `rollgate certs generate`: files into `--out`, a summary on stderr, the
+/// caBundle (or the kubectl patch carrying it) alone on stdout for scripts.
+fn certs_generate(args: CertsGenerateArgs) -> anyhow::Result<()> {
+    let request = rollgate::certs::Request {
+        services: args.services,
+        namespace: args.namespace,
+        extra_names: args.extra_names,
+        out: args.out,
+        days: i64::from(args.days),
+        new_ca: args.new_ca,
+        signing_key: args.signing_key,
+    };
+    let generated = rollgate::certs::generate(&request)
+        .with_context(|| format!("cannot make certificates in {}", request.out.display()))?;
+    eprintln!(
+        "{} CA; serving certificate for {} valid {} days",
+        if generated.reused_ca {
+            "reused the"
+        } else {
+            "made a new"
+        },
+        generated.names.join(", "),
+        request.days
+    );
+    for path in &generated.written {
+        eprintln!("  wrote {}", path.display());
+    }
+    match args.patch {
+        Some(name) => println!(
+            "{}",
+            rollgate::certs::patch_command(&name, &generated.ca_bundle, 2)
+        ),
+        None => println!("{}", generated.ca_bundle),
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {

@@ -3,8 +3,8 @@
 //! live here as constants. Labels never carry tokens.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 pub const TICKET_CREATED_TOTAL: &str = "app_redeploy_ticket_created_total";
@@ -19,6 +19,7 @@ pub const ADMISSION_REQUESTS_TOTAL: &str = "rollgate_admission_requests_total";
 pub const ADMISSION_DURATION_SECONDS: &str = "rollgate_admission_duration_seconds";
 pub const STORE_UP: &str = "rollgate_store_up";
 pub const NOTIFICATIONS_TOTAL: &str = "rollgate_notifications_total";
+pub const AUDIT_LOG_DROPPED_TOTAL: &str = "rollgate_audit_log_dropped_total";
 
 /// Every metric rollgate exports, registered in one registry.
 pub struct Metrics {
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub admission_duration_seconds: Histogram,
     pub store_up: IntGauge,
     pub notifications_total: IntCounterVec,
+    /// Audit records not written to `audit.logFile` (queue full or write failed).
+    pub audit_log_dropped_total: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +133,11 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(admission_duration_seconds.clone()))?;
+        let audit_log_dropped_total = IntCounter::new(
+            AUDIT_LOG_DROPPED_TOTAL,
+            "Audit records not written to the audit log file or stdout (queue full or write failed).",
+        )?;
+        registry.register(Box::new(audit_log_dropped_total.clone()))?;
         Ok(Self {
             registry,
             ticket_created_total,
@@ -144,6 +152,7 @@ impl Metrics {
             admission_duration_seconds,
             store_up,
             notifications_total,
+            audit_log_dropped_total,
         })
     }
 

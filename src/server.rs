@@ -23,6 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
 
+use crate::audit::AuditTrail;
+use crate::audit::ship::ShippedLog;
 use crate::auth::cluster::{AccessReviewer, TokenReviewer};
 use crate::auth::{AnyOf, Authenticator, Authorizer, DevUsers, FirstOf};
 use crate::config::Config;
@@ -77,6 +79,12 @@ pub enum Error {
     NoAuthenticator,
     #[error("cannot set up notifications")]
     Notify(#[from] crate::notify::Error),
+    #[error("config key `audit.logFile`: cannot open {target} for writing")]
+    AuditLog {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A started server: its bound addresses and a handle to stop it.
@@ -116,10 +124,28 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         keys.insert_pem_file(path)?;
     }
     let verifier = GrantVerifier::new(keys.clone(), &config.grants);
-    let issuer = GrantIssuer::new(signing, &config.grants);
+    let issuer = GrantIssuer::new(signing.clone(), &config.grants);
     let redis = crate::store::RedisOptions::from_config(&config);
-    let stores = crate::store::open_with(&config.store, &redis).await?;
+    let mut stores = crate::store::open_with(&config.store, &redis).await?;
     let metrics = Arc::new(Metrics::new()?);
+    let mut background = Vec::new();
+    if let Some(target) = &config.audit.log_file {
+        let dropped = metrics.audit_log_dropped_total.clone();
+        let (shipped, writer) = ShippedLog::start(stores.audit.clone(), target, dropped)
+            .await
+            .map_err(|source| Error::AuditLog {
+                target: target.to_string(),
+                source,
+            })?;
+        stores.audit = Arc::new(shipped);
+        background.push(writer);
+    }
+    let trail = AuditTrail::new(
+        stores.audit.clone(),
+        signing,
+        keys.clone(),
+        config.grants.issuer.clone(),
+    );
     let kube = kube_client(&config).await?;
     // Demo users first (dev mode), then the cluster's TokenReview.
     let mut authenticators: Vec<Arc<dyn Authenticator>> = Vec::new();
@@ -172,6 +198,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         kube: kube.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         store_health: Arc::default(),
+        trail,
     };
 
     let resolver = Arc::new(ReloadingCert::new(&config.tls.cert, &config.tls.key)?);
@@ -222,11 +249,14 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         shutdown.clone(),
     ));
 
-    let mut background = vec![
+    background.extend([
         resolver.spawn_reloader(config.tls_reload_interval),
         tokio::spawn(watch_store(state.clone())),
         tokio::spawn(expire_tickets(state.desk.clone(), config.sweep_interval)),
-    ];
+    ]);
+    if let Some(every) = config.audit.checkpoint_interval {
+        background.push(tokio::spawn(state.trail.clone().run_periodic(every)));
+    }
     // Started once the API port is known: messages link to the bound URL.
     background.extend(deliveries.spawn(state.public_api_url.clone()));
     if let Some(client) = &kube {

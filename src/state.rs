@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditTrail;
 use crate::auth::{SharedAuthenticator, SharedAuthorizer};
 use crate::grants::{GrantVerifier, KeySet};
 use crate::metrics::Metrics;
@@ -36,4 +37,6 @@ pub struct AppState {
     pub rollouts: Option<tokio::sync::mpsc::Sender<String>>,
     /// The store's health as last seen: `None` when fine, else why not.
     pub store_health: Arc<std::sync::RwLock<Option<String>>>,
+    /// The audit log with its signed checkpoints (verify, export).
+    pub trail: AuditTrail,
 }

@@ -185,44 +185,13 @@ impl std::fmt::Debug for GeneratedCerts {
 /// Makes a CA (valid 10 years) and a serving certificate (valid `days`) for
 /// `names` (DNS names or IP addresses).
 pub fn generate(ca_name: &str, names: &[String], days: i64) -> Result<GeneratedCerts, Error> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
-        KeyUsagePurpose,
-    };
-    let now = time_now();
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, ca_name);
-    ca_params.distinguished_name = dn;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = now - time::Duration::hours(1);
-    ca_params.not_after = now + time::Duration::days(3650);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(names.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::CommonName,
-        names.first().map(String::as_str).unwrap_or("rollgate"),
-    );
-    params.distinguished_name = dn;
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = now - time::Duration::hours(1);
-    params.not_after = now + time::Duration::days(days);
-    let cert = params.signed_by(&key, &issuer)?;
+    let ca = crate::certs::Ca::new(ca_name)?;
+    let (cert, key) = ca.sign_serving(names, days)?;
     Ok(GeneratedCerts {
-        ca_cert: ca_cert.pem(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
+        ca_cert: ca.cert_pem,
+        cert,
+        key,
     })
-}
-
-fn time_now() -> time::OffsetDateTime {
-    time::OffsetDateTime::now_utc()
 }
 
 /// Writes `contents` to `path`, creating parent directories.

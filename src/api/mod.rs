@@ -31,7 +31,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Every path [`router`] serves, in the order it registers them. The router
 /// takes its paths from here, and a unit test checks that `openapi.json`
 /// documents each one: add a route here, then to the router, then to the document.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 16] = [
     "/v1/tickets",
     "/v1/tickets/{id}",
     "/v1/tickets/{id}/approve",
@@ -43,6 +43,8 @@ pub const ROUTES: [&str; 14] = [
     "/v1/applications/{namespace}/{application}/redeploy",
     "/v1/audit",
     "/v1/audit/verify",
+    "/v1/audit/export",
+    "/v1/audit/checkpoints",
     "/v1/audit/{id}",
     "/openapi.json",
     "/.well-known/jwks.json",
@@ -62,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         redeploy_app,
         audit,
         audit_verify,
+        audit_export,
+        audit_checkpoints,
         audit_record,
         openapi_doc,
         jwks_doc,
@@ -78,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route(redeploy_app, post(redeploy))
         .route(audit, get(list_audit))
         .route(audit_verify, get(verify_audit))
+        .route(audit_export, get(export_audit))
+        .route(audit_checkpoints, post(create_checkpoint))
         .route(audit_record, get(show_audit))
         .route(openapi_doc, get(openapi))
         .route(jwks_doc, get(jwks))
@@ -433,12 +439,71 @@ async fn show_audit(
     Ok(Json(body))
 }
 
+/// Query of `GET /v1/audit/verify`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyQuery {
+    /// A checkpoint JWS the auditor kept, to check the chain against.
+    checkpoint: Option<String>,
+}
+
 async fn verify_audit(
     State(s): State<AppState>,
     caller: Caller,
+    ApiQuery(query): ApiQuery<VerifyQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_auditor(&s, &caller, None).await?;
-    Ok(Json(s.stores.audit.verify().await?))
+    Ok(Json(s.trail.verify(query.checkpoint.as_deref()).await?))
+}
+
+/// No query parameters: the export is the whole chain, which alone verifies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {}
+
+/// Every record, oldest first, as JSON lines, streamed from the store.
+async fn export_audit(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(ExportQuery {}): ApiQuery<ExportQuery>,
+) -> Result<Response, ApiError> {
+    require_auditor(&s, &caller, None).await?;
+    tracing::info!(user = %caller.username, "audit export");
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/jsonl")],
+        axum::body::Body::from_stream(s.trail.export()),
+    )
+        .into_response())
+}
+
+/// Signs a checkpoint of the chain now and appends it (201), or answers the
+/// checkpoint already at the head (200).
+async fn create_checkpoint(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    require_auditor(&s, &caller, None).await?;
+    let made = s
+        .trail
+        .checkpoint(
+            Some(&caller.username),
+            "on demand (POST /v1/audit/checkpoints)",
+            jiff::Timestamp::now(),
+        )
+        .await?;
+    let status = if made.created {
+        tracing::info!(user = %caller.username, id = %made.record.id, records = ?made.record.checkpoint_records, "audit checkpoint appended");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/v1/audit/{}", made.record.id);
+    Ok((
+        status,
+        [(http::header::LOCATION, location)],
+        Json(made.record),
+    )
+        .into_response())
 }
 
 async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
@@ -594,12 +659,21 @@ mod tests {
             records: 0,
             head: crate::audit::GENESIS_HASH.into(),
             first_bad_id: None,
+            checkpoint: None,
+            problem: None,
         };
         let page = AuditPage {
             items: vec![],
             next: None,
         };
-        let rows: [(&str, BTreeSet<String>); 7] = [
+        let summary = crate::audit::chain::CheckpointSummary {
+            id: Some("42".into()),
+            records: 41,
+            head: crate::audit::GENESIS_HASH.into(),
+            issued_at: now.to_string(),
+            source: crate::audit::checkpoint::CheckpointSource::Memory,
+        };
+        let rows: [(&str, BTreeSet<String>); 8] = [
             ("Ticket", keys(&ticket)),
             ("TicketEntry", keys(&ticket.entry)),
             ("TicketApproval", keys(&ticket.approvals[0])),
@@ -607,6 +681,7 @@ mod tests {
             ("GrantToken", keys(&token)),
             ("VerifyReport", keys(&report)),
             ("AuditPage", keys(&page)),
+            ("CheckpointSummary", keys(&summary)),
         ];
         for (schema, serialized) in rows {
             assert_eq!(properties(&doc, schema), serialized, "schema {schema}");
@@ -657,6 +732,9 @@ mod tests {
         record.error_message = Some("none".into());
         record.new_pods = Some(vec!["p1".into()]);
         record.terminated_pods = Some(vec!["p0".into()]);
+        record.checkpoint = Some("eyJ.checkpoint.jws".into());
+        record.checkpoint_records = Some(41);
+        record.checkpoint_head = Some(crate::audit::GENESIS_HASH.into());
         // Every field is set, so the serialized keys are all the fields.
         assert_eq!(
             properties(&doc, "AuditRecord"),

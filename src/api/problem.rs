@@ -155,6 +155,30 @@ impl From<crate::redeploy::Error> for ApiError {
     }
 }
 
+impl From<crate::audit::trail::Error> for ApiError {
+    fn from(e: crate::audit::trail::Error) -> Self {
+        use crate::audit::trail::Error as E;
+        match e {
+            E::Store(ref cause) => Self::unavailable("store", cause),
+            E::Sign(ref cause) => Self::unavailable("checkpoint signer", cause),
+            E::Rejected(_) => Self::bad_request(format!(
+                "{e}: pass a checkpoint this rollgate signed, as `rollgate audit checkpoint` prints it \
+                 (a JWS with typ rollgate-checkpoint+jwt)"
+            )),
+            E::Diverged(_) => Self::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("no checkpoint was made: {e}"),
+            ),
+            E::Contention(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                format!("{e}; retry in a moment"),
+            ),
+        }
+    }
+}
+
 impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> Self {
         Self::unavailable("store", &e)

@@ -8,10 +8,14 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::AuditRecord;
+use super::checkpoint::{Checkpoint, CheckpointSource, CheckpointVerifier};
+use super::{AuditEvent, AuditRecord};
 
 /// `prevHash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hash an entry gets in a walk when the store cannot read it back.
+pub const UNREADABLE: &str = "unreadable";
 
 /// Result of walking the chain (`GET /v1/audit/verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,8 +25,43 @@ pub struct VerifyReport {
     pub records: u64,
     /// Hash of the last record (the genesis hash when empty).
     pub head: String,
-    /// Id of the first record that breaks the chain.
+    /// Id of the first record that breaks the chain (for records cut off
+    /// the tail, the first missing one).
     pub first_bad_id: Option<String>,
+    /// The checkpoint the chain was checked against: the one supplied, else
+    /// the latest this process wrote or saw, else the trail's newest.
+    pub checkpoint: Option<CheckpointSummary>,
+    /// What is wrong, for a person; `None` when `ok`.
+    pub problem: Option<String>,
+}
+
+/// A checkpoint as a [`VerifyReport`] names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointSummary {
+    /// Id of the CHECKPOINT record carrying it, when known.
+    pub id: Option<String>,
+    /// Records it attests.
+    pub records: u64,
+    /// Hash of the last record it attests.
+    pub head: String,
+    /// RFC 3339.
+    pub issued_at: String,
+    pub source: CheckpointSource,
+}
+
+impl From<&Checkpoint> for CheckpointSummary {
+    fn from(c: &Checkpoint) -> Self {
+        Self {
+            id: c.record.as_ref().map(|(id, _)| id.clone()),
+            records: c.claims.records,
+            head: c.claims.head.clone(),
+            issued_at: jiff::Timestamp::from_second(c.claims.iat)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            source: c.source,
+        }
+    }
 }
 
 /// The hash `record` must carry, given its fields and `prevHash`.
@@ -42,12 +81,19 @@ pub fn link(record: &mut AuditRecord, prev_hash: &str) {
     record.hash = record_hash(record);
 }
 
-/// Incremental chain check over records in append order.
+/// Incremental chain check over records in append order: links, hashes,
+/// CHECKPOINT records (what they attest always; their signatures when made
+/// [`with_checkpoints`](Self::with_checkpoints)), and the checkpoints held.
 #[derive(Debug, Clone)]
 pub struct ChainWalker {
     head: String,
     records: u64,
-    first_bad_id: Option<String>,
+    last_id: u64,
+    /// The first bad record's id and what is wrong with it.
+    first_bad: Option<(String, String)>,
+    signatures: Option<CheckpointVerifier>,
+    held: Vec<Checkpoint>,
+    latest: Option<Checkpoint>,
 }
 
 impl Default for ChainWalker {
@@ -55,30 +101,165 @@ impl Default for ChainWalker {
         Self {
             head: GENESIS_HASH.to_owned(),
             records: 0,
-            first_bad_id: None,
+            last_id: 0,
+            first_bad: None,
+            signatures: None,
+            held: Vec::new(),
+            latest: None,
         }
     }
 }
 
 impl ChainWalker {
+    /// A walker that also verifies every CHECKPOINT record's signature with
+    /// `verifier`, and checks the chain against each of `held`: it must hold
+    /// the records they attest, unchanged, and their CHECKPOINT records when
+    /// known; fewer means records were cut off the tail.
+    pub fn with_checkpoints(verifier: CheckpointVerifier, held: Vec<Checkpoint>) -> Self {
+        Self {
+            signatures: Some(verifier),
+            held,
+            ..Self::default()
+        }
+    }
+
     /// Checks the next record: it must point at the previous hash and its own
     /// hash must match its content.
     pub fn push(&mut self, record: &AuditRecord) {
+        let problem = if record_hash(record) != record.hash {
+            Some(if record.hash == UNREADABLE {
+                format!(
+                    "record {} cannot be read: it is not a well-formed record",
+                    record.id
+                )
+            } else {
+                format!(
+                    "record {} was edited: its hash does not match its content",
+                    record.id
+                )
+            })
+        } else if record.prev_hash != self.head {
+            Some(format!(
+                "record {} does not follow the record before it (its prevHash is not that record's hash): \
+                 a record was deleted, inserted or reordered here",
+                record.id
+            ))
+        } else if record.event == Some(AuditEvent::Checkpoint) {
+            self.check_checkpoint(record).err()
+        } else {
+            None
+        };
         self.records += 1;
-        if self.first_bad_id.is_none()
-            && (record.prev_hash != self.head || record_hash(record) != record.hash)
-        {
-            self.first_bad_id = Some(record.id.clone());
-        }
         self.head = record.hash.clone();
+        self.last_id = record.id.parse().unwrap_or(self.last_id + 1);
+        let held = self.held.iter().find_map(|h| {
+            if self.records == h.claims.records && self.head != h.claims.head {
+                Some(format!(
+                    "record {} is not the record {} attests: the trail up to it was rewritten",
+                    record.id,
+                    h.describe()
+                ))
+            } else if self.records == h.claims.records + 1
+                && h.record
+                    .as_ref()
+                    .is_some_and(|(_, hash)| *hash != record.hash)
+            {
+                Some(format!(
+                    "record {} should be {}, but differs: the trail was rewritten",
+                    record.id,
+                    h.describe()
+                ))
+            } else {
+                None
+            }
+        });
+        if self.first_bad.is_none()
+            && let Some(problem) = problem.or(held)
+        {
+            self.first_bad = Some((record.id.clone(), problem));
+        }
+    }
+
+    /// A CHECKPOINT record attests exactly the records before it, and its
+    /// signature verifies (when this walker checks signatures). A valid one
+    /// becomes the trail's latest checkpoint.
+    fn check_checkpoint(&mut self, record: &AuditRecord) -> Result<(), String> {
+        if record.checkpoint_records != Some(self.records)
+            || record.checkpoint_head.as_deref() != Some(self.head.as_str())
+        {
+            return Err(format!(
+                "checkpoint record {} attests {} records but {} precede it",
+                record.id,
+                record
+                    .checkpoint_records
+                    .map_or_else(|| "no".to_owned(), |n| n.to_string()),
+                self.records
+            ));
+        }
+        let Some(verifier) = &self.signatures else {
+            return Ok(());
+        };
+        let claims = verifier.verify_record(record).map_err(|rejection| {
+            format!(
+                "checkpoint record {} is not a valid checkpoint: {rejection}",
+                record.id
+            )
+        })?;
+        if self.first_bad.is_none() {
+            self.latest = Some(Checkpoint {
+                claims,
+                jws: record.checkpoint.clone().unwrap_or_default(),
+                record: Some((record.id.clone(), record.hash.clone())),
+                source: CheckpointSource::Trail,
+            });
+        }
+        Ok(())
+    }
+
+    /// The newest CHECKPOINT record whose signature verified, with nothing
+    /// wrong before it.
+    pub fn latest_checkpoint(&self) -> Option<&Checkpoint> {
+        self.latest.as_ref()
     }
 
     pub fn finish(self) -> VerifyReport {
+        let mut first_bad = self.first_bad;
+        if first_bad.is_none()
+            && let Some(short) = self
+                .held
+                .iter()
+                .filter(|h| self.records < h.covers())
+                .max_by_key(|h| h.covers())
+        {
+            let missing = self.last_id + 1;
+            first_bad = Some((
+                missing.to_string(),
+                format!(
+                    "the trail ends after {} records but {} covers {}: records were cut off the tail, \
+                     from record {missing} on",
+                    self.records,
+                    short.describe(),
+                    short.covers()
+                ),
+            ));
+        }
+        let checked = [CheckpointSource::Supplied, CheckpointSource::Memory]
+            .iter()
+            .find_map(|source| {
+                self.held
+                    .iter()
+                    .filter(|h| h.source == *source)
+                    .max_by_key(|h| h.covers())
+            })
+            .or(self.latest.as_ref());
+        let (first_bad_id, problem) = first_bad.unzip();
         VerifyReport {
-            ok: self.first_bad_id.is_none(),
+            ok: first_bad_id.is_none(),
             records: self.records,
             head: self.head,
-            first_bad_id: self.first_bad_id,
+            first_bad_id,
+            checkpoint: checked.map(CheckpointSummary::from),
+            problem,
         }
     }
 }
@@ -90,6 +271,30 @@ pub fn verify<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> VerifyR
         walker.push(r);
     }
     walker.finish()
+}
+
+/// Feeds an export (`GET /v1/audit/export`: one JSON record per line,
+/// oldest first) to `walker`, for offline verification. Blank lines are
+/// skipped; a line that is not a record breaks the chain there.
+pub fn walk_lines(
+    lines: impl std::io::BufRead,
+    mut walker: ChainWalker,
+) -> std::io::Result<ChainWalker> {
+    for (n, line) in lines.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<AuditRecord>(&line) {
+            Ok(record) => walker.push(&record),
+            Err(_) => walker.push(&AuditRecord {
+                id: format!("on line {}", n + 1),
+                hash: UNREADABLE.into(),
+                ..AuditRecord::default()
+            }),
+        }
+    }
+    Ok(walker)
 }
 
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
@@ -183,6 +388,227 @@ mod tests {
             verify(&reordered).first_bad_id.as_deref(),
             Some("3"),
             "reordered"
+        );
+    }
+
+    use crate::audit::checkpoint::{self, CheckpointClaims};
+    use crate::grants::{KeySet, SigningKey};
+
+    fn mk_key() -> SigningKey {
+        SigningKey::from_pem(crate::grants::keys::generate_pem().unwrap().as_bytes()).unwrap()
+    }
+
+    /// Appends to `chain` a CHECKPOINT record of it signed with `key`.
+    fn push_checkpoint(chain: &mut Vec<AuditRecord>, key: &SigningKey) -> Checkpoint {
+        let head = chain
+            .last()
+            .map_or(GENESIS_HASH.to_owned(), |r| r.hash.clone());
+        let claims = CheckpointClaims {
+            iss: "rollgate".into(),
+            records: chain.len() as u64,
+            head: head.clone(),
+            iat: 1_800_000_000,
+        };
+        let jws = checkpoint::sign(key, &claims).unwrap();
+        let mut r = AuditRecord {
+            id: (chain.len() + 1).to_string(),
+            event: Some(AuditEvent::Checkpoint),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            checkpoint: Some(jws.clone()),
+            checkpoint_records: Some(claims.records),
+            checkpoint_head: Some(head.clone()),
+            ..Default::default()
+        };
+        link(&mut r, &head);
+        let held = Checkpoint {
+            claims,
+            jws,
+            record: Some((r.id.clone(), r.hash.clone())),
+            source: CheckpointSource::Memory,
+        };
+        chain.push(r);
+        held
+    }
+
+    /// Appends `n` admission records to `chain`.
+    fn extend(chain: &mut Vec<AuditRecord>, n: usize) {
+        for _ in 0..n {
+            let i = chain.len() + 1;
+            let mut r = AuditRecord {
+                id: i.to_string(),
+                event: Some(AuditEvent::Admission),
+                username: Some(format!("user{i}")),
+                timestamp: "2026-01-01T00:00:00Z".into(),
+                ..Default::default()
+            };
+            link(
+                &mut r,
+                &chain
+                    .last()
+                    .map_or(GENESIS_HASH.to_owned(), |r| r.hash.clone()),
+            );
+            chain.push(r);
+        }
+    }
+
+    fn walk_with(chain: &[AuditRecord], key: &SigningKey, held: Vec<Checkpoint>) -> VerifyReport {
+        let verifier = CheckpointVerifier::new(KeySet::new(key), Some("rollgate".into()));
+        let mut walker = ChainWalker::with_checkpoints(verifier, held);
+        chain.iter().for_each(|r| walker.push(r));
+        walker.finish()
+    }
+
+    #[test]
+    fn checkpoints_in_the_chain_verify_and_name_the_latest() {
+        let key = mk_key();
+        let mut chain = mk_chain(3);
+        push_checkpoint(&mut chain, &key);
+        extend(&mut chain, 2);
+        push_checkpoint(&mut chain, &key);
+        let report = walk_with(&chain, &key, vec![]);
+        assert!(report.ok, "{report:?}");
+        let summary = report.checkpoint.expect("the trail's newest checkpoint");
+        assert_eq!(
+            (summary.id.as_deref(), summary.records, summary.source),
+            (Some("7"), 6, CheckpointSource::Trail)
+        );
+        assert_eq!(summary.head, chain[5].hash);
+    }
+
+    #[test]
+    fn a_cut_off_tail_is_detected_against_a_held_checkpoint() {
+        let key = mk_key();
+        let mut chain = mk_chain(3);
+        push_checkpoint(&mut chain, &key);
+        extend(&mut chain, 2);
+        let held = push_checkpoint(&mut chain, &key);
+        extend(&mut chain, 1);
+
+        let cases = [
+            ("tail after the checkpoint cut", 7, true),
+            ("the checkpoint record itself cut", 6, false),
+            ("checkpoint and a record before it cut", 5, false),
+        ];
+        for (name, keep, ok) in cases {
+            let report = walk_with(&chain[..keep], &key, vec![held.clone()]);
+            assert_eq!(report.ok, ok, "{name}: {report:?}");
+            if !ok {
+                let missing = (keep + 1).to_string();
+                assert_eq!(
+                    report.first_bad_id.as_deref(),
+                    Some(missing.as_str()),
+                    "{name}"
+                );
+                let problem = report.problem.unwrap();
+                assert!(problem.contains("cut off the tail"), "{name}: {problem}");
+            }
+            assert_eq!(
+                report.checkpoint.unwrap().source,
+                CheckpointSource::Memory,
+                "{name}"
+            );
+        }
+        // Without a held checkpoint a truncated chain is still a valid chain.
+        assert!(walk_with(&chain[..5], &key, vec![]).ok);
+    }
+
+    #[test]
+    fn a_rewritten_chain_is_detected_against_a_held_checkpoint() {
+        let key = mk_key();
+        let mut chain = mk_chain(3);
+        let held = push_checkpoint(&mut chain, &key);
+        // Record 3 rewritten, the hashes after it recomputed, the checkpoint dropped.
+        let mut forged = chain[..3].to_vec();
+        extend(&mut forged, 2);
+        forged[2].username = Some("mallory".into());
+        for i in 2..forged.len() {
+            let prev = forged[i - 1].hash.clone();
+            link(&mut forged[i], &prev);
+        }
+        assert!(
+            super::verify(&forged).ok,
+            "a consistent forgery is a valid chain"
+        );
+        let report = walk_with(&forged, &key, vec![held]);
+        assert!(!report.ok, "{report:?}");
+        assert_eq!(report.first_bad_id.as_deref(), Some("3"), "{report:?}");
+    }
+
+    #[test]
+    fn bad_checkpoint_records_break_the_chain() {
+        let key = mk_key();
+        let stranger = mk_key();
+        let cases: [(&str, fn(&mut Vec<AuditRecord>, &SigningKey, &SigningKey)); 3] = [
+            ("signed with an unknown key", |c, _, stranger| {
+                push_checkpoint(c, stranger);
+            }),
+            ("attests too few records", |c, key, _| {
+                push_checkpoint(c, key);
+                let r = c.last_mut().unwrap();
+                r.checkpoint_records = Some(2);
+                let prev = r.prev_hash.clone();
+                link(r, &prev);
+            }),
+            ("fields differ from the signed claims", |c, key, _| {
+                let other = chain_jws(key, 2);
+                push_checkpoint(c, key);
+                let r = c.last_mut().unwrap();
+                r.checkpoint = Some(other);
+                let prev = r.prev_hash.clone();
+                link(r, &prev);
+            }),
+        ];
+        for (name, make) in cases {
+            let mut chain = mk_chain(3);
+            make(&mut chain, &key, &stranger);
+            let report = walk_with(&chain, &key, vec![]);
+            assert_eq!(
+                report.first_bad_id.as_deref(),
+                Some("4"),
+                "{name}: {report:?}"
+            );
+            assert!(
+                report.problem.unwrap().contains("checkpoint record 4"),
+                "{name}"
+            );
+        }
+    }
+
+    fn chain_jws(key: &SigningKey, records: u64) -> String {
+        let claims = CheckpointClaims {
+            iss: "rollgate".into(),
+            records,
+            head: GENESIS_HASH.into(),
+            iat: 0,
+        };
+        checkpoint::sign(key, &claims).unwrap()
+    }
+
+    #[test]
+    fn an_export_walks_line_by_line() {
+        let key = mk_key();
+        let mut chain = mk_chain(3);
+        push_checkpoint(&mut chain, &key);
+        let mut text = String::new();
+        for r in &chain {
+            text.push_str(&serde_json::to_string(r).unwrap());
+            text.push('\n');
+        }
+        let verifier = CheckpointVerifier::new(KeySet::new(&key), None);
+        let walk = |text: &str| {
+            let walker = ChainWalker::with_checkpoints(verifier.clone(), vec![]);
+            walk_lines(text.as_bytes(), walker).unwrap().finish()
+        };
+        let report = walk(&text);
+        assert!(report.ok && report.records == 4, "{report:?}");
+        let broken = text.replacen("user2", "mallory", 1);
+        assert_eq!(walk(&broken).first_bad_id.as_deref(), Some("2"));
+        let garbled = text.replacen("{", "[", 1);
+        let report = walk(&garbled);
+        assert_eq!(
+            report.first_bad_id.as_deref(),
+            Some("on line 1"),
+            "{report:?}"
         );
     }
 

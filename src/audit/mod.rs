@@ -6,13 +6,18 @@
 //! one implementation per backend. Appends are durable before they return.
 
 pub mod chain;
+pub mod checkpoint;
+pub mod ship;
+pub mod trail;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{ChangeKind, ImageChange, WorkloadKind};
 
-pub use chain::{GENESIS_HASH, VerifyReport};
+pub use chain::{ChainWalker, GENESIS_HASH, VerifyReport};
+pub use checkpoint::{Checkpoint, CheckpointVerifier};
+pub use trail::AuditTrail;
 
 /// What an audit record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +36,8 @@ pub enum AuditEvent {
     GrantRevoked,
     GrantExpired,
     Rollout,
+    /// A signed checkpoint of the records before it ([`checkpoint`]).
+    Checkpoint,
 }
 
 impl AuditEvent {
@@ -47,6 +54,7 @@ impl AuditEvent {
             Self::GrantRevoked => "GRANT_REVOKED",
             Self::GrantExpired => "GRANT_EXPIRED",
             Self::Rollout => "ROLLOUT",
+            Self::Checkpoint => "CHECKPOINT",
         }
     }
 }
@@ -176,6 +184,14 @@ pub struct AuditRecord {
     /// A StatefulSet's or DaemonSet's new ControllerRevision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller_revision: Option<String>,
+    // Checkpoint fields (CHECKPOINT records): the signed JWS and what it
+    // attests, the number of records before this one and the last one's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_records: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_head: Option<String>,
     #[serde(default)]
     pub prev_hash: String,
     #[serde(default)]
@@ -293,6 +309,56 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, crate::store::Error>;
     /// One record by id.
     async fn get(&self, id: &str) -> Result<Option<AuditRecord>, crate::store::Error>;
-    /// Walks the whole chain from the first record.
-    async fn verify(&self) -> Result<VerifyReport, crate::store::Error>;
+    /// Up to `limit` records stored after position `after` (0: from the
+    /// first), oldest first, each with its position (the store's sequence
+    /// number, which pages on whatever the record's own `id` claims): the
+    /// chain in append order, for verification and export. An entry that
+    /// cannot be read back comes as a record holding only its position as
+    /// id and the hash [`chain::UNREADABLE`], so a walk fails there.
+    async fn read_from(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, AuditRecord)>, crate::store::Error>;
+    /// The newest record (the chain's head); `None` when the trail is empty.
+    async fn head(&self) -> Result<Option<AuditRecord>, crate::store::Error>;
+    /// Chains `record` after `head` (a record [`AuditLog::head`] returned;
+    /// `None`: the empty trail) and stores it durably, only if `head` is
+    /// still the newest record; answers `None`, appending nothing, when
+    /// another record came first. Checkpoints use it: what a checkpoint
+    /// attests must be exactly the records before it.
+    async fn append_after(
+        &self,
+        record: AuditRecord,
+        head: Option<&AuditRecord>,
+    ) -> Result<Option<AuditRecord>, crate::store::Error>;
+    /// Walks the whole chain from the first record: links, hashes, and that
+    /// each CHECKPOINT record attests the records before it (signatures are
+    /// checked by [`AuditTrail::verify`], which holds the keys).
+    async fn verify(&self) -> Result<VerifyReport, crate::store::Error> {
+        Ok(walk(self, ChainWalker::default()).await?.finish())
+    }
+}
+
+/// Records read per round trip when walking the chain.
+pub const WALK_BATCH: usize = 500;
+
+/// Feeds the whole chain of `log`, oldest first, to `walker` and hands it
+/// back to be finished.
+pub async fn walk<L: AuditLog + ?Sized>(
+    log: &L,
+    mut walker: ChainWalker,
+) -> Result<ChainWalker, crate::store::Error> {
+    let mut after = 0;
+    loop {
+        let batch = log.read_from(after, WALK_BATCH).await?;
+        for (_, record) in &batch {
+            walker.push(record);
+        }
+        match batch.last() {
+            Some((seq, _)) if batch.len() == WALK_BATCH => after = *seq,
+            _ => break,
+        }
+    }
+    Ok(walker)
 }

@@ -16,7 +16,7 @@ use http_body_util::BodyExt as _;
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use serde_json::Value;
 
-use super::ClientArgs;
+use super::ConnectArgs;
 
 /// Why a call to the API failed.
 ///
@@ -105,6 +105,12 @@ pub enum Error {
     Api { status: u16, detail: String },
     #[error("cannot read the answer of {server}: {error}")]
     Body { server: String, error: kube::Error },
+    #[error("cannot write {target}")]
+    Save {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the answer of {server} ({status}) is not JSON: is it rollgate's API?")]
     Decode {
         server: String,
@@ -130,9 +136,9 @@ const CALLER_HINT: &str = "Tokens come from --token or ROLLGATE_TOKEN, \
      else from the current kubeconfig user (--kubeconfig, --context)";
 
 impl ApiClient {
-    /// Connects as the caller of [`ClientArgs`]: `--token`/`ROLLGATE_TOKEN`,
+    /// Connects as the caller of [`ConnectArgs`]: `--token`/`ROLLGATE_TOKEN`,
     /// else the kubeconfig user (an exec plugin runs here, once).
-    pub async fn connect(args: &ClientArgs) -> Result<Self, Error> {
+    pub async fn connect(args: &ConnectArgs) -> Result<Self, Error> {
         let base = base_config(args)?;
         match args.token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => Self::with_token(
@@ -203,6 +209,72 @@ impl ApiClient {
         query: &[(&str, Option<String>)],
         body: Option<Value>,
     ) -> Result<Value, Error> {
+        let response = self
+            .send(method, path, query, body, "application/json")
+            .await?;
+        let status = response.status();
+        let bytes = self.read_body(response).await?;
+        let value = if bytes.is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_slice(&bytes)
+        };
+        if status.is_success() {
+            return value.map_err(|source| Error::Decode {
+                server: self.server.clone(),
+                status: status.as_u16(),
+                source,
+            });
+        }
+        Err(self.failure(status, value.ok()))
+    }
+
+    /// `GET path`, streaming a 2xx answer's body into `out` (named `target`
+    /// in errors) as it arrives; answers the bytes written.
+    pub async fn download(
+        &self,
+        path: &str,
+        accept: &str,
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+        target: &str,
+    ) -> Result<u64, Error> {
+        use tokio::io::AsyncWriteExt as _;
+        let response = self
+            .send(http::Method::GET, path, &[], None, accept)
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = self.read_body(response).await?;
+            return Err(self.failure(status, serde_json::from_slice(&bytes).ok()));
+        }
+        let mut body = response.into_body();
+        let mut written = 0;
+        let save = |source| Error::Save {
+            target: target.to_owned(),
+            source,
+        };
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| Error::Body {
+                server: self.server.clone(),
+                error,
+            })?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data).await.map_err(save)?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush().await.map_err(save)?;
+        Ok(written)
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        query: &[(&str, Option<String>)],
+        body: Option<Value>,
+        accept: &str,
+    ) -> Result<http::Response<kube::client::Body>, Error> {
         let mut uri = path.to_owned();
         let mut sep = '?';
         for (key, value) in query {
@@ -217,7 +289,7 @@ impl ApiClient {
         let builder = http::Request::builder()
             .method(method)
             .uri(uri)
-            .header(http::header::ACCEPT, "application/json");
+            .header(http::header::ACCEPT, accept);
         let request = match body {
             Some(body) => builder
                 .header(http::header::CONTENT_TYPE, "application/json")
@@ -225,14 +297,17 @@ impl ApiClient {
             None => builder.body(kube::client::Body::empty()),
         }
         .expect("method, path and headers are valid: the path segments are percent-encoded");
-
-        let response = self
-            .client
+        self.client
             .send(request)
             .await
-            .map_err(|e| self.transport_error(e))?;
-        let status = response.status();
-        let bytes = response
+            .map_err(|e| self.transport_error(e))
+    }
+
+    async fn read_body(
+        &self,
+        response: http::Response<kube::client::Body>,
+    ) -> Result<bytes::Bytes, Error> {
+        Ok(response
             .into_body()
             .collect()
             .await
@@ -240,24 +315,15 @@ impl ApiClient {
                 server: self.server.clone(),
                 error,
             })?
-            .to_bytes();
-        let value = if bytes.is_empty() {
-            Ok(Value::Null)
-        } else {
-            serde_json::from_slice(&bytes)
-        };
-        if status.is_success() {
-            return value.map_err(|source| Error::Decode {
-                server: self.server.clone(),
-                status: status.as_u16(),
-                source,
-            });
-        }
-        let detail = value
-            .ok()
+            .to_bytes())
+    }
+
+    /// The error a non-2xx answer (with its JSON body, if any) means.
+    fn failure(&self, status: http::StatusCode, body: Option<Value>) -> Error {
+        let detail = body
             .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-        Err(match status.as_u16() {
+        match status.as_u16() {
             401 => Error::Unauthorized {
                 credentials: self.credentials.clone(),
                 detail,
@@ -265,7 +331,7 @@ impl ApiClient {
             },
             403 => Error::Forbidden { detail },
             status => Error::Api { status, detail },
-        })
+        }
     }
 
     /// Sorts a failed exchange into "untrusted certificate", "TLS failed"
@@ -288,7 +354,7 @@ impl ApiClient {
 
 /// The parts of the client's config that do not depend on who calls: the
 /// server, the CA and the timeouts.
-fn base_config(args: &ClientArgs) -> Result<kube::Config, Error> {
+fn base_config(args: &ConnectArgs) -> Result<kube::Config, Error> {
     let url: http::Uri = args
         .server
         .trim_end_matches('/')

@@ -8,8 +8,10 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::api::{self, ApiClient, seg};
-use super::output::{audit_rows, grant_rows, items, render, text_of, ticket_rows};
-use super::{AuditCommand, ClientArgs, GrantCommand, Output, RedeployArgs, TicketCommand, program};
+use super::output::{grant_rows, items, render, text_of, ticket_rows};
+use super::{ClientArgs, GrantCommand, Output, RedeployArgs, TicketCommand, program};
+
+pub use super::audit::audit;
 
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,16 +30,33 @@ pub enum Error {
     },
     #[error("the server's answer has no {0}")]
     Incomplete(&'static str),
+    #[error("the audit chain failed verification at record {first_bad}: {problem}")]
+    ChainBroken { first_bad: String, problem: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
-        "the audit chain failed verification at record {first_bad}: the trail was edited, reordered or lost a record"
+        "{path} holds no checkpoint: give the file `audit checkpoint` wrote (the JWS, or its -o json answer)"
     )]
-    ChainBroken { first_bad: String },
+    NotACheckpoint { path: std::path::PathBuf },
+    #[error("{path} is not a JWKS document with an Ed25519 key (save GET /.well-known/jwks.json)")]
+    NotJwks { path: std::path::PathBuf },
+    #[error("cannot use the public key")]
+    Key(#[from] crate::grants::KeyError),
+    #[error("the checkpoint in {path} is not valid: {rejection}")]
+    BadCheckpoint {
+        path: std::path::PathBuf,
+        rejection: crate::audit::checkpoint::CheckpointRejection,
+    },
     #[error("cannot write YAML")]
     Yaml(#[source] serde_saphyr::ser::Error),
 }
 
 /// Prints `value` as `output` asks (see [`render`]).
-fn print(
+pub(super) fn print(
     value: &Value,
     output: Output,
     table: impl FnOnce(&Value) -> String,
@@ -62,7 +81,7 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             max_uses,
             client,
         } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let mut body = json!({"namespace": namespace, "application": application, "reason": reason, "action": action.as_str()});
             if !images.is_empty() {
                 body["images"] = json!(images);
@@ -96,7 +115,7 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             requester,
             client,
         } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let query = [
                 ("status", status.map(|s| s.to_uppercase())),
                 ("namespace", namespace),
@@ -107,7 +126,7 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             print(&list, client.output, |v| ticket_rows(items(v)), "id")
         }
         TicketCommand::Show { id, client } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let ticket = api
                 .call(Method::GET, &format!("/v1/tickets/{}", seg(&id)), &[], None)
                 .await?;
@@ -132,7 +151,7 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             client,
         } => decide(&client, &id, "reject", comment).await,
         TicketCommand::Cancel { id, client } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let path = format!("/v1/tickets/{}/cancel", seg(&id));
             let ticket = api.call(Method::POST, &path, &[], None).await?;
             print(
@@ -143,7 +162,7 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
             )
         }
         TicketCommand::Grant { id, client } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let path = format!("/v1/tickets/{}/grant", seg(&id));
             let grant = api.call(Method::GET, &path, &[], None).await?;
             // The token alone, so `$(rollgate ticket grant 7)` works.
@@ -158,7 +177,7 @@ async fn decide(
     verb: &str,
     comment: Option<String>,
 ) -> Result<(), Error> {
-    let api = ApiClient::connect(client).await?;
+    let api = ApiClient::connect(&client.connect).await?;
     let body = comment.map(|c| json!({"comment": c}));
     let path = format!("/v1/tickets/{}/{verb}", seg(id));
     let ticket = api.call(Method::POST, &path, &[], body).await?;
@@ -199,7 +218,7 @@ pub async fn grant(cmd: GrantCommand) -> Result<(), Error> {
             user,
             client,
         } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let query = [("namespace", namespace), ("user", user)];
             let list = api.call(Method::GET, "/v1/grants", &query, None).await?;
             print(&list, client.output, |v| grant_rows(items(v)), "jti")
@@ -209,7 +228,7 @@ pub async fn grant(cmd: GrantCommand) -> Result<(), Error> {
             reason,
             client,
         } => {
-            let api = ApiClient::connect(&client).await?;
+            let api = ApiClient::connect(&client.connect).await?;
             let body = reason.map(|r| json!({"reason": r}));
             let path = format!("/v1/grants/{}/revoke", seg(&jti));
             let result = api.call(Method::POST, &path, &[], body).await?;
@@ -241,7 +260,7 @@ pub async fn redeploy(args: RedeployArgs) -> Result<(), Error> {
         ticket,
         client,
     } = args;
-    let api = ApiClient::connect(&client).await?;
+    let api = ApiClient::connect(&client.connect).await?;
     let grant = match ticket {
         Some(id) => {
             let path = format!("/v1/tickets/{}/grant", seg(&id));
@@ -338,72 +357,4 @@ async fn live_grant(api: &ApiClient, namespace: &str, application: &str) -> Resu
         namespace: namespace.to_owned(),
         application: application.to_owned(),
     })
-}
-
-/// `rollgate audit …`.
-pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
-    match cmd {
-        AuditCommand::List {
-            namespace,
-            application,
-            user,
-            event,
-            decision,
-            since,
-            until,
-            limit,
-            after,
-            client,
-        } => {
-            let api = ApiClient::connect(&client).await?;
-            let query = [
-                ("namespace", namespace),
-                ("application", application),
-                ("user", user),
-                ("event", event.map(|e| e.to_uppercase())),
-                ("decision", decision.map(|d| d.to_uppercase())),
-                ("since", since),
-                ("until", until),
-                ("limit", limit.map(|l| l.to_string())),
-                ("after", after),
-            ];
-            let page = api.call(Method::GET, "/v1/audit", &query, None).await?;
-            print(
-                &page,
-                client.output,
-                |v| {
-                    let mut out = audit_rows(items(v));
-                    if let Some(next) = v["next"].as_str() {
-                        let _ = write!(out, "\nMore: {} audit list --after {next}\n", program());
-                    }
-                    out
-                },
-                "id",
-            )
-        }
-        AuditCommand::Verify { client } => {
-            let api = ApiClient::connect(&client).await?;
-            let report = api.call(Method::GET, "/v1/audit/verify", &[], None).await?;
-            let intact = report["ok"].as_bool() == Some(true);
-            print(
-                &report,
-                client.output,
-                |r| {
-                    format!(
-                        "Audit chain {}: {} records, head {}.",
-                        if intact { "intact" } else { "BROKEN" },
-                        text_of(&r["records"]),
-                        text_of(&r["head"])
-                    )
-                },
-                "head",
-            )?;
-            if !intact {
-                return Err(Error::ChainBroken {
-                    first_bad: text_of(&report["firstBadId"]),
-                });
-            }
-            Ok(())
-        }
-    }
 }

@@ -8,6 +8,7 @@
 //! the HTTPS connection and its credentials in [`api`], tables in [`output`].
 
 pub mod api;
+pub mod audit;
 pub mod client;
 mod output;
 
@@ -41,6 +42,46 @@ pub enum Command {
     /// Read and verify the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Make the CA, serving certificate and signing key of a cluster install.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Write a CA and a serving certificate for the Services' DNS names into
+    /// DIR and print the webhook's caBundle (an existing CA in DIR is reused).
+    Generate(CertsGenerateArgs),
+}
+
+/// Flags of `rollgate certs generate`.
+#[derive(Debug, Args)]
+pub struct CertsGenerateArgs {
+    /// Service whose DNS names the certificate carries (repeat: the webhook's and the API's).
+    #[arg(long = "service", value_name = "S", required = true)]
+    pub services: Vec<String>,
+    /// Namespace of the Services.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub namespace: String,
+    /// Directory for ca.crt, ca.key, tls.crt, tls.key (and signing-key.pem).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// More DNS names or IP addresses for the certificate (e.g. the API's Ingress host).
+    #[arg(long = "dns", value_name = "NAME")]
+    pub extra_names: Vec<String>,
+    /// Days the serving certificate is valid.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u16).range(1..=3650))]
+    pub days: u16,
+    /// Make a new CA even when DIR has one (the caBundle changes).
+    #[arg(long)]
+    pub new_ca: bool,
+    /// Also write an Ed25519 grant signing key, DIR/signing-key.pem, unless it exists.
+    #[arg(long)]
+    pub signing_key: bool,
+    /// Print a kubectl patch command setting the caBundle of this ValidatingWebhookConfiguration
+    /// (its two entries) instead of the bare caBundle.
+    #[arg(long, value_name = "WEBHOOK_CONFIGURATION")]
+    pub patch: Option<String>,
 }
 
 /// The name a plugin binary must have for kubectl to run it as `kubectl rollgate`.
@@ -135,6 +176,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ROLLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Also write every audit record this replica appends as a JSON line to FILE (- for stdout),
+    /// for log shippers (config key audit.logFile).
+    #[arg(long, env = "ROLLGATE_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<String>,
 }
 
 impl ValueEnum for FailureMode {
@@ -160,7 +205,7 @@ pub enum LogFormat {
 /// user (static token, token file, exec plugin or auth provider), as kubectl
 /// would send them to the cluster.
 #[derive(Clone, Args)]
-pub struct ClientArgs {
+pub struct ConnectArgs {
     /// Ticket API URL.
     #[arg(
         long,
@@ -182,22 +227,28 @@ pub struct ClientArgs {
     /// Kubeconfig context whose user is used (default: the current context).
     #[arg(long)]
     pub context: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
-    pub output: Output,
 }
 
-impl std::fmt::Debug for ClientArgs {
+impl std::fmt::Debug for ConnectArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientArgs")
+        f.debug_struct("ConnectArgs")
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca", &self.ca)
             .field("kubeconfig", &self.kubeconfig)
             .field("context", &self.context)
-            .field("output", &self.output)
             .finish()
     }
+}
+
+/// [`ConnectArgs`] and how to print the answer.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -393,9 +444,47 @@ pub enum AuditCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Verify the hash chain.
-    Verify {
+    /// Show one record, with its operation's latest rollout outcome.
+    Show {
+        id: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Verify the hash chain and every checkpoint's signature (exits 1 when broken).
+    /// With --file, verify an export offline, without a server.
+    #[command(group(clap::ArgGroup::new("public_keys").args(["jwks", "keys"]).multiple(true)))]
+    Verify {
+        /// Also check the chain against this checkpoint (a file holding the JWS
+        /// `audit checkpoint` printed, or its `-o json` answer): fewer records
+        /// than it attests means records were cut off the tail.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Verify this export (`audit export`) instead of asking the server.
+        #[arg(long, value_name = "EXPORT", requires = "public_keys")]
+        file: Option<PathBuf>,
+        /// The public keys as JWKS (GET /.well-known/jwks.json), for --file.
+        #[arg(long, value_name = "FILE", requires = "file")]
+        jwks: Option<PathBuf>,
+        /// A public key as PEM (SubjectPublicKeyInfo), for --file; repeat for old keys.
+        #[arg(long = "key", value_name = "PEM", requires = "file")]
+        keys: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Sign a checkpoint of the chain now and print it (the JWS alone, to keep
+    /// in a file and verify against later); answers the newest record instead
+    /// when that already is a checkpoint.
+    Checkpoint {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write every record, oldest first, as JSON lines (verify it offline with
+    /// `audit verify --file`).
+    Export {
+        /// Write to FILE instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        connect: ConnectArgs,
     },
 }

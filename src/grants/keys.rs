@@ -201,6 +201,21 @@ impl KeySet {
         self.keys.get(kid).map(|(_, k)| k)
     }
 
+    /// The Ed25519 keys of a JWKS document (as [`KeySet::jwks`] writes it),
+    /// for verifying offline; `None` when it is not JWKS or holds none.
+    pub fn from_jwks(doc: &[u8]) -> Option<Self> {
+        let doc: serde_json::Value = serde_json::from_slice(doc).ok()?;
+        let mut set = Self::default();
+        for key in doc.get("keys")?.as_array()? {
+            if key["kty"] != "OKP" || key["crv"] != "Ed25519" {
+                continue;
+            }
+            let x = URL_SAFE_NO_PAD.decode(key["x"].as_str()?).ok()?;
+            set.insert(x.try_into().ok()?);
+        }
+        (!set.keys.is_empty()).then_some(set)
+    }
+
     /// The JWKS document served at `/.well-known/jwks.json`.
     pub fn jwks(&self) -> serde_json::Value {
         let keys: Vec<_> = self
@@ -241,6 +256,17 @@ mod tests {
         let mut set = KeySet::default();
         set.insert_pem_file(&pub_path).unwrap();
         assert!(set.get(&key.kid).is_some());
+    }
+
+    #[test]
+    fn jwks_reads_back_into_the_same_key_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::load_or_generate(&dir.path().join("k.pem")).unwrap();
+        let jwks = KeySet::new(&key).jwks().to_string();
+        let set = KeySet::from_jwks(jwks.as_bytes()).unwrap();
+        assert!(set.get(&key.kid).is_some());
+        assert!(KeySet::from_jwks(br#"{"keys":[]}"#).is_none());
+        assert!(KeySet::from_jwks(b"-----BEGIN PUBLIC KEY-----").is_none());
     }
 
     #[test]

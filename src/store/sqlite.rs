@@ -13,11 +13,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Error;
-use crate::audit::chain::{self, ChainWalker};
+use crate::audit::chain;
 use crate::audit::{AdmissionLimits, LimitHit};
-use crate::audit::{
-    AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, VerifyReport,
-};
+use crate::audit::{AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE};
 use crate::grants::{GrantFilter, GrantStore, StoredGrant};
 use crate::rollout::{OperationLeases, OperationMark};
 use crate::tickets::{Ticket, TicketFilter, TicketStatus, TicketStore};
@@ -407,6 +405,16 @@ fn append_in(
     Ok(record)
 }
 
+/// The record a stored body holds; one that does not parse is a record with
+/// only its seq as id and an unreadable hash, so a chain walk fails there.
+fn readable(seq: u64, body: &str) -> AuditRecord {
+    serde_json::from_str(body).unwrap_or_else(|_| AuditRecord {
+        id: seq.to_string(),
+        hash: chain::UNREADABLE.into(),
+        ..AuditRecord::default()
+    })
+}
+
 /// The limit an admission of `record` would exceed, if any. The rate limit
 /// counts the ALLOWED admissions of the application already in the trail.
 fn limit_hit(
@@ -548,25 +556,61 @@ impl AuditLog for SqliteStore {
         .await
     }
 
-    async fn verify(&self) -> Result<VerifyReport, Error> {
-        self.with(|c| {
-            let mut stmt = c.prepare("SELECT seq, body FROM audit ORDER BY seq ASC")?;
-            let mut rows = stmt.query([])?;
-            let mut walker = ChainWalker::default();
+    async fn read_from(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, Error> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq ASC LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![after, limit])?;
+            let mut records = Vec::new();
             while let Some(row) = rows.next()? {
                 let seq: i64 = row.get(0)?;
                 let body: String = row.get(1)?;
-                match serde_json::from_str::<AuditRecord>(&body) {
-                    Ok(record) => walker.push(&record),
-                    // An unreadable row breaks the chain at that row.
-                    Err(_) => walker.push(&AuditRecord {
-                        id: seq.to_string(),
-                        hash: "unreadable".into(),
-                        ..Default::default()
-                    }),
-                }
+                let seq = u64::try_from(seq).unwrap_or_default();
+                records.push((seq, readable(seq, &body)));
             }
-            Ok(walker.finish())
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<Option<AuditRecord>, Error> {
+        self.with(|c| {
+            let row: Option<(i64, String)> = c
+                .query_row(
+                    "SELECT seq, body FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(row.map(|(seq, body)| readable(u64::try_from(seq).unwrap_or_default(), &body)))
+        })
+        .await
+    }
+
+    async fn append_after(
+        &self,
+        record: AuditRecord,
+        head: Option<&AuditRecord>,
+    ) -> Result<Option<AuditRecord>, Error> {
+        let expected = head.map(|h| (h.id.clone(), h.hash.clone()));
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if current.map(|(seq, hash)| (seq.to_string(), hash)) != expected {
+                return Ok(None);
+            }
+            let record = append_in(&tx, record)?;
+            tx.commit()?;
+            Ok(Some(record))
         })
         .await
     }

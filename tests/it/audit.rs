@@ -185,3 +185,96 @@ async fn deleting_a_stored_record_breaks_verification() {
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["firstBadId"], "3", "{report}");
 }
+
+#[tokio::test]
+async fn reordering_stored_records_breaks_verification() {
+    let s = spawn_server("{}").await;
+    mk_trail(&s).await;
+
+    // Records 2 and 3 swap places, each with its own body and hash.
+    for sql in [
+        "UPDATE audit SET seq = -3 WHERE seq = 3",
+        "UPDATE audit SET seq = 3 WHERE seq = 2",
+        "UPDATE audit SET seq = 2 WHERE seq = -3",
+    ] {
+        assert_eq!(s.db().execute(sql, []).unwrap(), 1, "{sql}");
+    }
+
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["firstBadId"], "3", "{report}");
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("deleted, inserted or reordered"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_cut_off_tail_is_detected_against_the_checkpoint_held_or_supplied() {
+    let s = spawn_server("{}").await;
+    mk_trail(&s).await; // records 1-7
+    let first = s.post(Some(&s.carol), "/v1/audit/checkpoints", None).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    assert_eq!(first.body["id"], "8", "{first:?}");
+    denial(&s.review(&restart_by("bob")).await);
+    denial(&s.review(&restart_by("bob")).await);
+    let kept = s.post(Some(&s.carol), "/v1/audit/checkpoints", None).await;
+    assert_eq!(kept.status, StatusCode::CREATED, "{kept:?}");
+    assert_eq!(
+        (&kept.body["id"], &kept.body["checkpointRecords"]),
+        (&"11".into(), &10.into())
+    );
+    denial(&s.review(&restart_by("bob")).await);
+    assert_eq!(s.verify_audit().await["ok"], true);
+
+    // Records 9 on are cut off: two denials, the kept checkpoint, one more denial.
+    let cut = s
+        .db()
+        .execute("DELETE FROM audit WHERE seq >= 9", [])
+        .unwrap();
+    assert_eq!(cut, 4);
+
+    let report = s.verify_audit().await;
+    assert_eq!(
+        report["ok"], false,
+        "rollgate remembers checkpoint 11: {report}"
+    );
+    assert_eq!(report["firstBadId"], "9", "{report}");
+    assert_eq!(report["checkpoint"]["id"], "11", "{report}");
+    assert_eq!(report["checkpoint"]["source"], "memory", "{report}");
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("cut off the tail"),
+        "{report}"
+    );
+    let refused = s.post(Some(&s.carol), "/v1/audit/checkpoints", None).await;
+    let detail = refused.problem(StatusCode::CONFLICT);
+    assert!(detail.contains("cut off the tail"), "{detail}");
+
+    // After a restart nothing is remembered: the short chain alone is valid...
+    let s = s.restart().await;
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["checkpoint"]["source"], "trail", "{report}");
+    // ...but the auditor's copy of checkpoint 11 shows what is missing.
+    let jws = kept.body["checkpoint"].as_str().unwrap();
+    let report = s
+        .get(
+            Some(&s.carol),
+            &format!("/v1/audit/verify?checkpoint={jws}"),
+        )
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{report:?}");
+    assert_eq!(report.body["ok"], false, "{report:?}");
+    assert_eq!(report.body["firstBadId"], "9", "{report:?}");
+    assert_eq!(
+        report.body["checkpoint"]["source"], "supplied",
+        "{report:?}"
+    );
+    assert_eq!(report.body["checkpoint"]["records"], 10, "{report:?}");
+}

@@ -2,6 +2,8 @@
 
 mod admin;
 mod audit;
+mod audit_trail;
+mod certs;
 mod cli;
 mod common;
 #[path = "../../src/rollout/fake_api.rs"]

@@ -315,6 +315,8 @@ contract!(
     tampering_with_a_stored_record_names_the_first_bad_id,
 );
 
+mod checkpoints;
+
 // === builders ===
 
 fn mk_ticket(id: u64, namespace: &str, application: &str, requester: &str) -> Ticket {

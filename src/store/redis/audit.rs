@@ -11,10 +11,10 @@ use super::{
     APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN, OPEN_OPERATIONS,
     OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore, USES_PREFIX, eval, scripts,
 };
-use crate::audit::chain::{self, ChainWalker, GENESIS_HASH};
+use crate::audit::chain::{self, GENESIS_HASH};
 use crate::audit::{
     AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, LimitHit,
-    MAX_PAGE, RateCheck, VerifyReport, timestamp_text,
+    MAX_PAGE, RateCheck, timestamp_text,
 };
 use crate::rollout::OperationMark;
 use crate::store::Error;
@@ -103,14 +103,24 @@ impl RedisStore {
     }
 }
 
+/// What one compare-and-append call answered.
+enum Appended {
+    Stored,
+    /// The chain's head is not the one the record was linked to (or another
+    /// replica holds the turn): it is this one.
+    Moved(Head),
+    Limited(LimitHit),
+}
+
 impl RedisStore {
-    /// Compare-and-append with optional limits (see `scripts::APPEND_AUDIT`).
-    async fn append_with(
+    /// One compare-and-append of `record`, linked here after `head` (see
+    /// `scripts::APPEND_AUDIT`), with optional limits.
+    async fn append_once(
         &self,
-        mut record: AuditRecord,
+        record: &mut AuditRecord,
+        head: &Head,
         limits: &AdmissionLimits,
-    ) -> Result<Result<AuditRecord, LimitHit>, Error> {
-        let mut head = self.head.lock().await;
+    ) -> Result<Appended, Error> {
         let op_key = match record.operation_id.as_deref() {
             Some(op) => format!("{AUDIT_OP_PREFIX}{op}"),
             None => format!("{AUDIT_OP_PREFIX}-"),
@@ -137,7 +147,7 @@ impl RedisStore {
             OPEN_OPERATIONS,
             &lease_key,
         ];
-        let mark = match (&record.operation_id, OperationMark::of(&record)) {
+        let mark = match (&record.operation_id, OperationMark::of(record)) {
             (None, _) => "0",
             (Some(_), OperationMark::None) => "1",
             (Some(_), OperationMark::Open) => "2",
@@ -152,57 +162,109 @@ impl RedisStore {
             window_secs: 0,
             now: 0,
         });
+        // `id` is part of the hash, so the record is chained for the seq
+        // it expects to get; the script refuses it if the head moved.
+        record.id = (head.seq + 1).to_string();
+        chain::link(record, &head.hash);
+        let mut cmd = eval(&scripts::APPEND_AUDIT, &keys);
+        cmd.arg(&record.id)
+            .arg(&record.prev_hash)
+            .arg(GENESIS_HASH)
+            .arg(&record.hash)
+            .arg(serde_json::to_string(&record)?)
+            .arg(&*self.replica)
+            .arg(mark)
+            .arg(max_uses)
+            .arg(uses_expire)
+            .arg(rate.limit)
+            .arg(rate.window_secs)
+            .arg(rate.now)
+            .arg(record.operation_id.as_deref().unwrap_or_default());
+        let (outcome, first, second): (i64, String, String) =
+            self.write(&scripts::APPEND_AUDIT, cmd).await?;
+        if outcome == 2 {
+            let number = second.parse::<i64>().unwrap_or_default();
+            return Ok(Appended::Limited(match first.as_str() {
+                "used_up" => LimitHit::UsedUp { max: max_uses },
+                _ => LimitHit::RateLimited {
+                    limit: rate.limit,
+                    window_secs: rate.window_secs,
+                    next_at: number,
+                },
+            }));
+        }
+        let seq = first.parse().map_err(|_| {
+            Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the audit head has a malformed id",
+            )))
+        })?;
+        let answered = Head { seq, hash: second };
+        Ok(if outcome == 1 {
+            Appended::Stored
+        } else {
+            Appended::Moved(answered)
+        })
+    }
+
+    /// Compare-and-append with optional limits, relinking and retrying while
+    /// other replicas append.
+    async fn append_with(
+        &self,
+        mut record: AuditRecord,
+        limits: &AdmissionLimits,
+    ) -> Result<Result<AuditRecord, LimitHit>, Error> {
+        let mut head = self.head.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
-            // `id` is part of the hash, so the record is chained for the seq
-            // it expects to get; the script refuses it if the head moved.
-            record.id = (head.seq + 1).to_string();
-            chain::link(&mut record, &head.hash);
-            let mut cmd = eval(&scripts::APPEND_AUDIT, &keys);
-            cmd.arg(&record.id)
-                .arg(&record.prev_hash)
-                .arg(GENESIS_HASH)
-                .arg(&record.hash)
-                .arg(serde_json::to_string(&record)?)
-                .arg(&*self.replica)
-                .arg(mark)
-                .arg(max_uses)
-                .arg(uses_expire)
-                .arg(rate.limit)
-                .arg(rate.window_secs)
-                .arg(rate.now)
-                .arg(record.operation_id.as_deref().unwrap_or_default());
-            let (outcome, first, second): (i64, String, String) =
-                self.write(&scripts::APPEND_AUDIT, cmd).await?;
-            if outcome == 2 {
-                let number = second.parse::<i64>().unwrap_or_default();
-                return Ok(Err(match first.as_str() {
-                    "used_up" => LimitHit::UsedUp { max: max_uses },
-                    _ => LimitHit::RateLimited {
-                        limit: rate.limit,
-                        window_secs: rate.window_secs,
-                        next_at: number,
-                    },
-                }));
+            match self.append_once(&mut record, &head, limits).await? {
+                Appended::Stored => {
+                    *head = Head {
+                        seq: head.seq + 1,
+                        hash: record.hash.clone(),
+                    };
+                    return Ok(Ok(record));
+                }
+                Appended::Limited(hit) => return Ok(Err(hit)),
+                Appended::Moved(moved) => {
+                    if moved.seq == head.seq && moved.hash == head.hash {
+                        // Linked right but another replica holds the turn: let it go first.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    *head = moved;
+                }
             }
-            let seq = first.parse().map_err(|_| {
-                Error::Redis(redis::RedisError::from((
-                    redis::ErrorKind::UnexpectedReturnType,
-                    "the audit head has a malformed id",
-                )))
-            })?;
-            let hash = second;
-            if outcome == 1 {
-                *head = Head { seq, hash };
-                return Ok(Ok(record));
-            }
-            if seq == head.seq && hash == head.hash {
-                // Linked right but another replica holds the turn: let it go first.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            *head = Head { seq, hash };
         }
         Err(Error::ChainContention(APPEND_ATTEMPTS))
     }
+
+    /// The newest entry of the stream, with its seq.
+    async fn last_entry(&self) -> Result<Option<(u64, AuditRecord)>, Error> {
+        let entries: Vec<Entry> = self
+            .command(
+                redis::cmd("XREVRANGE")
+                    .arg(AUDIT)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        Ok(entries.first().map(readable))
+    }
+}
+
+/// The record an entry holds with its seq; one that does not parse is a
+/// record with only its seq as id and an unreadable hash.
+fn readable(entry: &Entry) -> (u64, AuditRecord) {
+    record_of(entry).unwrap_or_else(|_| {
+        let seq = seq_of(&entry.0).unwrap_or(0);
+        let record = AuditRecord {
+            id: seq.to_string(),
+            hash: chain::UNREADABLE.into(),
+            ..AuditRecord::default()
+        };
+        (seq, record)
+    })
 }
 
 #[async_trait]
@@ -294,37 +356,55 @@ impl AuditLog for RedisStore {
             .transpose()
     }
 
-    async fn verify(&self) -> Result<VerifyReport, Error> {
-        let mut walker = ChainWalker::default();
-        let mut start = "-".to_owned();
-        loop {
-            let entries: Vec<Entry> = self
-                .command(
-                    redis::cmd("XRANGE")
-                        .arg(AUDIT)
-                        .arg(&start)
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(BATCH),
-                )
-                .await?;
-            for entry in &entries {
-                match record_of(entry) {
-                    Ok((_, record)) => walker.push(&record),
-                    // An unreadable entry breaks the chain there.
-                    Err(_) => walker.push(&AuditRecord {
-                        id: seq_of(&entry.0).unwrap_or(0).to_string(),
-                        hash: "unreadable".into(),
-                        ..Default::default()
-                    }),
-                }
+    async fn read_from(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>, Error> {
+        let entries: Vec<Entry> = self
+            .command(
+                redis::cmd("XRANGE")
+                    .arg(AUDIT)
+                    .arg(format!("({after}-0"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await?;
+        Ok(entries.iter().map(readable).collect())
+    }
+
+    async fn head(&self) -> Result<Option<AuditRecord>, Error> {
+        Ok(self.last_entry().await?.map(|(_, record)| record))
+    }
+
+    async fn append_after(
+        &self,
+        mut record: AuditRecord,
+        after: Option<&AuditRecord>,
+    ) -> Result<Option<AuditRecord>, Error> {
+        let expected = match after {
+            Some(h) => Head {
+                seq: h.id.parse().unwrap_or(u64::MAX),
+                hash: h.hash.clone(),
+            },
+            None => Head::default(),
+        };
+        let mut head = self.head.lock().await;
+        match self
+            .append_once(&mut record, &expected, &AdmissionLimits::default())
+            .await?
+        {
+            Appended::Stored => {
+                *head = Head {
+                    seq: expected.seq + 1,
+                    hash: record.hash.clone(),
+                };
+                Ok(Some(record))
             }
-            match entries.last() {
-                Some((id, _)) if entries.len() == BATCH => start = format!("({id}"),
-                _ => break,
+            Appended::Moved(moved) => {
+                *head = moved;
+                Ok(None)
             }
+            // No limits were asked for, so none can be hit.
+            Appended::Limited(_) => Ok(None),
         }
-        Ok(walker.finish())
     }
 }
 
