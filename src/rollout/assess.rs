@@ -176,19 +176,26 @@ impl Default for Limits {
     }
 }
 
+impl Assessment {
+    /// An assessment that knows nothing of the workload: `status`, and why.
+    pub fn bare(status: RolloutStatus, error: Option<String>) -> Self {
+        Self {
+            status,
+            applied: false,
+            revision: None,
+            new_pods: Vec::new(),
+            old_pods: Vec::new(),
+            terminating_pods: Vec::new(),
+            replicas: None,
+            strategy: None,
+            error,
+        }
+    }
+}
+
 /// Where `op` stands given `snapshot` at `now`.
 pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limits) -> Assessment {
-    let mut a = Assessment {
-        status: RolloutStatus::Started,
-        applied: false,
-        revision: None,
-        new_pods: Vec::new(),
-        old_pods: Vec::new(),
-        terminating_pods: Vec::new(),
-        replicas: None,
-        strategy: None,
-        error: None,
-    };
+    let mut a = Assessment::bare(RolloutStatus::Started, None);
     let Some(workload) = &snapshot.workload else {
         a.status = RolloutStatus::Failed;
         a.error = Some(format!(

@@ -303,17 +303,7 @@ impl Follower {
         status: RolloutStatus,
         error: String,
     ) -> Result<(), FollowError> {
-        let assessment = Assessment {
-            status,
-            applied: false,
-            revision: None,
-            new_pods: Vec::new(),
-            old_pods: Vec::new(),
-            terminating_pods: Vec::new(),
-            replicas: None,
-            strategy: None,
-            error: Some(error),
-        };
+        let assessment = Assessment::bare(status, Some(error));
         self.record(admission, &assessment, &Progress::default())
             .await
     }
@@ -599,7 +589,7 @@ impl<K> Collection<K> {
 
 /// The watches of one operation and what they have seen.
 struct Watch {
-    stream: futures::stream::SelectAll<std::pin::Pin<Box<dyn Stream<Item = Update> + Send>>>,
+    stream: futures::stream::SelectAll<BoxedUpdates>,
     workload: Collection<Workload>,
     replica_sets: Collection<ReplicaSet>,
     revisions: Collection<ControllerRevision>,
@@ -615,10 +605,12 @@ fn name_of<K: Resource>(k: &K) -> String {
     k.meta().name.clone().unwrap_or_default()
 }
 
+type BoxedUpdates = std::pin::Pin<Box<dyn Stream<Item = Update> + Send>>;
+
 fn boxed<K, F>(
     stream: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
     wrap: F,
-) -> std::pin::Pin<Box<dyn Stream<Item = Update> + Send>>
+) -> BoxedUpdates
 where
     F: Fn(watcher::Result<Event<K>>) -> Update + Send + 'static,
 {
@@ -653,45 +645,54 @@ fn map_event<K, T>(
     })
 }
 
+/// Reads the workload of `op` for its selector (`None`: gone) and watches it by name.
+async fn watch_workload<K>(
+    client: &kube::Client,
+    op: &Operation,
+    wrap: fn(K) -> Workload,
+    selector: fn(&K) -> LabelSelector,
+) -> Result<(Option<LabelSelector>, BoxedUpdates), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &op.namespace);
+    let current = api.get_opt(&op.name).await?.map(|k| selector(&k));
+    let by_name = watcher::Config::default().fields(&format!("metadata.name={}", op.name));
+    let stream = watcher::watcher(api, by_name).default_backoff();
+    Ok((
+        current,
+        boxed(stream, move |e| Update::Workload(map_event(e, wrap))),
+    ))
+}
+
 impl Watch {
     /// Reads the workload for its selector, then watches it, its pods and
     /// (by kind) its ReplicaSets or ControllerRevisions.
     async fn start(client: &kube::Client, op: &Operation) -> Result<Self, kube::Error> {
         let ns = op.namespace.as_str();
-        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", op.name));
         let (selector, workload_stream) = match op.kind {
             WorkloadKind::Deployment => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
-                let stream = watcher::watcher(api, by_name).default_backoff();
-                (
-                    selector,
-                    boxed(stream, |e| {
-                        Update::Workload(map_event(e, Workload::Deployment))
-                    }),
-                )
+                watch_workload(client, op, Workload::Deployment, |d: &Deployment| {
+                    d.spec.selector.clone()
+                })
+                .await?
             }
             WorkloadKind::StatefulSet => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-                let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
-                let stream = watcher::watcher(api, by_name).default_backoff();
-                (
-                    selector,
-                    boxed(stream, |e| {
-                        Update::Workload(map_event(e, Workload::StatefulSet))
-                    }),
-                )
+                watch_workload(client, op, Workload::StatefulSet, |s: &StatefulSet| {
+                    s.spec.selector.clone()
+                })
+                .await?
             }
             WorkloadKind::DaemonSet => {
-                let api: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
-                let selector = api.get_opt(&op.name).await?.map(|d| d.spec.selector);
-                let stream = watcher::watcher(api, by_name).default_backoff();
-                (
-                    selector,
-                    boxed(stream, |e| {
-                        Update::Workload(map_event(e, Workload::DaemonSet))
-                    }),
-                )
+                watch_workload(client, op, Workload::DaemonSet, |d: &DaemonSet| {
+                    d.spec.selector.clone()
+                })
+                .await?
             }
         };
         let mut watch = Self {

@@ -157,21 +157,28 @@ impl Setup {
         )
     }
 
-    /// Runs `follower` and wakes it for `op-1` (as the webhook does).
-    fn run(
-        &self,
-        follower: Arc<Follower>,
-        wake: bool,
-    ) -> (tokio::task::JoinHandle<()>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(8);
+    /// Runs `follower`, waking it for `op-1` (as the webhook does) if `wake`.
+    fn run(&self, follower: Arc<Follower>, wake: bool) -> Running {
+        let (wake_tx, rx) = mpsc::channel(8);
         if wake {
-            tx.try_send("op-1".to_owned()).unwrap();
+            wake_tx.try_send("op-1".to_owned()).unwrap();
         }
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(follower.run(rx, shutdown.clone()));
-        // Keep the sender alive for the follower's lifetime.
-        std::mem::forget(tx);
-        (task, shutdown)
+        Running {
+            task,
+            shutdown,
+            _wake: wake_tx,
+        }
+    }
+
+    /// A store with `op-1`, a cluster where `web` was just restarted, and
+    /// a follower woken for it.
+    async fn following_restart(deadline: i32) -> (Self, FakeApi, Running) {
+        let setup = Self::new().await;
+        let api = restarted_cluster(deadline);
+        let running = setup.run(setup.follower(&api, settings()), true);
+        (setup, api, running)
     }
 
     /// The ROLLOUT records of `op-1`, oldest first.
@@ -210,6 +217,27 @@ impl Setup {
     }
 }
 
+/// A follower running in the background.
+struct Running {
+    task: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+    _wake: mpsc::Sender<String>,
+}
+
+impl Running {
+    /// Shuts it down as on SIGTERM.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap();
+    }
+
+    /// Kills it: its leases are not given up.
+    async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
 fn statuses(records: &[AuditRecord]) -> Vec<RolloutStatus> {
     records.iter().filter_map(|r| r.rollout_status).collect()
 }
@@ -218,9 +246,7 @@ fn statuses(records: &[AuditRecord]) -> Vec<RolloutStatus> {
 
 #[tokio::test]
 async fn a_successful_rollout_is_followed_to_completed_with_its_replica_set_and_pods() {
-    let setup = Setup::new().await;
-    let api = restarted_cluster(600);
-    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let (setup, api, running) = Setup::following_restart(600).await;
 
     let records = setup.until_recorded(RolloutStatus::Progressing).await;
     assert_eq!(records.len(), 1);
@@ -303,15 +329,12 @@ async fn a_successful_rollout_is_followed_to_completed_with_its_replica_set_and_
         requests.iter().all(|r| r.starts_with("GET ")),
         "the follower only reads: {requests:#?}"
     );
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
 async fn progress_deadline_exceeded_is_recorded_as_failed() {
-    let setup = Setup::new().await;
-    let api = restarted_cluster(600);
-    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let (setup, api, running) = Setup::following_restart(600).await;
     setup.until_recorded(RolloutStatus::Progressing).await;
 
     api.apply(replica_set("web-new", "new", 2));
@@ -334,15 +357,12 @@ async fn progress_deadline_exceeded_is_recorded_as_failed() {
         setup.store.open_operations(10).await.unwrap(),
         Vec::<String>::new()
     );
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
 async fn a_rollout_past_its_progress_deadline_is_recorded_as_timeout() {
-    let setup = Setup::new().await;
-    let api = restarted_cluster(1);
-    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let (setup, _api, running) = Setup::following_restart(1).await;
     // Nothing moves in the cluster; the follower's own clock ends it.
     let records = setup.until_recorded(RolloutStatus::Timeout).await;
     let timeout = records.last().unwrap();
@@ -356,15 +376,12 @@ async fn a_rollout_past_its_progress_deadline_is_recorded_as_timeout() {
         "{timeout:?}"
     );
     assert_eq!(setup.operations("timeout"), 1);
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
 async fn a_watch_that_disconnects_resumes_where_it_stopped() {
-    let setup = Setup::new().await;
-    let api = restarted_cluster(600);
-    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let (setup, api, running) = Setup::following_restart(600).await;
     setup.until_recorded(RolloutStatus::Progressing).await;
     let watches_before = api
         .requests()
@@ -395,23 +412,19 @@ async fn a_watch_that_disconnects_resumes_where_it_stopped() {
         !resumed.contains("resourceVersion=0") && resumed.contains("resourceVersion="),
         "the watch resumes from the last version it saw: {resumed}"
     );
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
 async fn a_follower_that_crashes_is_taken_over_and_nothing_is_recorded_twice() {
-    let setup = Setup::new().await;
-    let api = restarted_cluster(600);
-    let (first, _) = setup.run(setup.follower(&api, settings()), true);
+    let (setup, api, first) = Setup::following_restart(600).await;
     setup.until_recorded(RolloutStatus::Progressing).await;
     // The first replica dies without giving its lease up.
-    first.abort();
-    let _ = first.await;
+    first.crash().await;
 
     // A second replica, not woken: it finds the open operation by scanning,
     // once the lease has lapsed, and resumes from the recorded status.
-    let (second, shutdown) = setup.run(setup.follower(&api, settings()), false);
+    let second = setup.run(setup.follower(&api, settings()), false);
     complete_rollout(&api, 600);
     let records = setup.until_recorded(RolloutStatus::Completed).await;
     assert_eq!(
@@ -424,8 +437,7 @@ async fn a_follower_that_crashes_is_taken_over_and_nothing_is_recorded_twice() {
         Some(&["web-old-a".to_owned(), "web-old-b".to_owned()][..]),
         "the old pods seen by the first replica come from its record"
     );
-    shutdown.cancel();
-    second.await.unwrap();
+    second.stop().await;
 }
 
 #[tokio::test]
@@ -440,7 +452,7 @@ async fn a_live_lease_keeps_other_replicas_off_the_operation() {
             .await
             .unwrap()
     );
-    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let running = setup.run(setup.follower(&api, settings()), true);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         setup.rollouts().await,
@@ -451,8 +463,7 @@ async fn a_live_lease_keeps_other_replicas_off_the_operation() {
 
     setup.store.release_operation("op-1", holder).await.unwrap();
     setup.until_recorded(RolloutStatus::Progressing).await;
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -466,7 +477,7 @@ async fn without_a_cluster_an_operation_ends_as_timeout_at_its_deadline_saying_w
         setup.metrics.clone(),
         settings(),
     );
-    let (task, shutdown) = setup.run(follower, false);
+    let running = setup.run(follower, false);
     let records = setup.until_recorded(RolloutStatus::Timeout).await;
     assert_eq!(
         records.last().unwrap().error_message.as_deref(),
@@ -476,8 +487,7 @@ async fn without_a_cluster_an_operation_ends_as_timeout_at_its_deadline_saying_w
         setup.store.open_operations(10).await.unwrap(),
         Vec::<String>::new()
     );
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -486,7 +496,7 @@ async fn a_rollout_that_cannot_be_watched_ends_as_timeout_with_the_api_servers_r
     let setup = Setup::admitted_at(long_ago).await;
     let api = restarted_cluster(600);
     api.forbid();
-    let (task, shutdown) = setup.run(setup.follower(&api, settings()), true);
+    let running = setup.run(setup.follower(&api, settings()), true);
     let records = setup.until_recorded(RolloutStatus::Timeout).await;
     let error = records
         .last()
@@ -498,8 +508,7 @@ async fn a_rollout_that_cannot_be_watched_ends_as_timeout_with_the_api_servers_r
         error.starts_with("the rollout could not be followed") && error.contains("forbidden"),
         "{error}"
     );
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
 
 #[tokio::test]
@@ -512,10 +521,9 @@ async fn a_recent_operation_without_a_cluster_stays_open() {
         setup.metrics.clone(),
         settings(),
     );
-    let (task, shutdown) = setup.run(follower, true);
+    let running = setup.run(follower, true);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(setup.rollouts().await, Vec::new());
     assert_eq!(setup.store.open_operations(10).await.unwrap(), ["op-1"]);
-    shutdown.cancel();
-    task.await.unwrap();
+    running.stop().await;
 }
