@@ -31,9 +31,8 @@ out="${out:-certs/out/$namespace}"
 rollgate_bin="${ROLLGATE_BIN:-$(command -v rollgate || true)}"
 if [ -z "$rollgate_bin" ]; then
   here="$(cd "$(dirname "$0")/.." && pwd)"
-  for candidate in "$here/target/release/rollgate" "$here/target/debug/rollgate"; do
-    [ -x "$candidate" ] && rollgate_bin="$candidate" && break
-  done
+  # The newer of the repository's release and debug builds.
+  rollgate_bin="$(ls -t "$here/target/release/rollgate" "$here/target/debug/rollgate" 2>/dev/null | head -n1 || true)"
 fi
 [ -n "$rollgate_bin" ] || { echo "certs/generate.sh: no rollgate binary: put it on PATH or set ROLLGATE_BIN (cargo build --release)" >&2; exit 1; }
 
