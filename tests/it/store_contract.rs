@@ -314,6 +314,7 @@ contract!(
 );
 
 mod checkpoints;
+mod indexes;
 
 // === builders ===
 
