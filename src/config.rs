@@ -962,6 +962,51 @@ mod tests {
     }
 
     #[test]
+    fn audit_settings_come_from_the_file_and_the_flag() {
+        let config = Config::from_yaml("{}", &args(&["--dev"])).unwrap();
+        assert_eq!(config.audit, AuditSettings::default(), "defaults");
+        assert_eq!(
+            config.audit.checkpoint_interval,
+            Some(Duration::from_secs(600))
+        );
+        let yaml = "audit: {checkpointInterval: 1h, logFile: /var/log/rollgate/audit.jsonl}\n";
+        let config = Config::from_yaml(yaml, &args(&["--dev"])).unwrap();
+        assert_eq!(
+            config.audit,
+            AuditSettings {
+                checkpoint_interval: Some(Duration::from_secs(3600)),
+                log_file: Some(crate::audit::ship::LogTarget::File(
+                    "/var/log/rollgate/audit.jsonl".into()
+                )),
+            }
+        );
+        let config = Config::from_yaml(yaml, &args(&["--dev", "--audit-log", "-"])).unwrap();
+        assert_eq!(
+            config.audit.log_file,
+            Some(crate::audit::ship::LogTarget::Stdout),
+            "the flag wins"
+        );
+        let off =
+            Config::from_yaml("audit: {checkpointInterval: 0s}\n", &args(&["--dev"])).unwrap();
+        assert_eq!(off.audit.checkpoint_interval, None, "0s turns it off");
+        for bad in [
+            "audit: {checkpointInterval: 10ms}\n",
+            "audit: {checkpointInterval: soon}\n",
+            "audit: {logFile: \"\"}\n",
+            "audit: {logfile: x}\n",
+        ] {
+            let err = Config::from_yaml(bad, &args(&["--dev"])).unwrap_err();
+            let chain = format!("{err} {err:?}");
+            assert!(
+                chain.contains("audit.checkpointInterval")
+                    || chain.contains("audit.logFile")
+                    || chain.contains("logfile"),
+                "{bad:?} gave {chain}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = Config::from_yaml("polcy: {}\n", &args(&["--dev"])).unwrap_err();
         let chain = format!("{:?}", err);

@@ -75,16 +75,31 @@ impl ShippedLog {
                     .await?,
             ),
         };
-        let (tx, rx) = mpsc::channel(QUEUE_LINES);
-        let task = tokio::spawn(write_lines(rx, out, target.clone(), dropped.clone()));
-        Ok((
-            Self {
-                inner,
-                lines: tx,
-                dropped,
-            },
-            task,
+        Ok(Self::with_writer(
+            inner,
+            out,
+            target.clone(),
+            QUEUE_LINES,
+            dropped,
         ))
+    }
+
+    /// Ships to `out` through a queue of `capacity` lines.
+    fn with_writer(
+        inner: Arc<dyn AuditLog>,
+        out: Box<dyn AsyncWrite + Unpin + Send>,
+        target: LogTarget,
+        capacity: usize,
+        dropped: IntCounter,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(write_lines(rx, out, target, dropped.clone()));
+        let log = Self {
+            inner,
+            lines: tx,
+            dropped,
+        };
+        (log, task)
     }
 
     fn ship(&self, record: &AuditRecord) {
@@ -182,5 +197,88 @@ impl AuditLog for ShippedLog {
 
     async fn verify(&self) -> Result<VerifyReport, Error> {
         self.inner.verify().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::audit::AuditEvent;
+
+    async fn mk_store() -> (tempfile::TempDir, Arc<dyn AuditLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("db"))
+            .await
+            .unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn mk_record() -> AuditRecord {
+        AuditRecord::new(AuditEvent::TicketCreated, jiff::Timestamp::now())
+    }
+
+    #[tokio::test]
+    async fn a_stalled_writer_never_blocks_appends_and_the_overflow_is_counted() {
+        let (_dir, store) = mk_store().await;
+        // A pipe nobody reads: the writer blocks on its first flush.
+        let (stalled, _unread) = tokio::io::duplex(8);
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let (log, _task) = ShippedLog::with_writer(
+            store,
+            Box::new(stalled),
+            LogTarget::Stdout,
+            4,
+            dropped.clone(),
+        );
+
+        for _ in 0..20 {
+            let appended = tokio::time::timeout(Duration::from_secs(5), log.append(mk_record()));
+            appended
+                .await
+                .expect("appends never wait for the writer")
+                .unwrap();
+        }
+
+        assert!(
+            log.verify().await.unwrap().records == 20,
+            "every record is stored"
+        );
+        // At most the queue and the batch in the writer's hands are kept.
+        assert!(dropped.get() >= 20 - 4 - 4, "dropped {}", dropped.get());
+    }
+
+    #[tokio::test]
+    async fn each_stored_record_is_written_as_one_line() {
+        let (_dir, store) = mk_store().await;
+        let (out, mut read) = tokio::io::duplex(1 << 16);
+        let dropped = IntCounter::new("dropped", "test").unwrap();
+        let (log, _task) =
+            ShippedLog::with_writer(store, Box::new(out), LogTarget::Stdout, 16, dropped.clone());
+        let first = log.append(mk_record()).await.unwrap();
+        let head = log.head().await.unwrap();
+        let second = log
+            .append_after(mk_record(), head.as_ref())
+            .await
+            .unwrap()
+            .unwrap();
+        let stale = log.append_after(mk_record(), Some(&first)).await.unwrap();
+        assert!(stale.is_none());
+
+        let mut text = String::new();
+        while text.lines().count() < 2 {
+            let mut buf = [0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut read, &mut buf)
+                .await
+                .unwrap();
+            text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        let lines: Vec<AuditRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines, [first, second], "a refused append ships nothing");
+        assert_eq!(dropped.get(), 0);
     }
 }

@@ -26,6 +26,9 @@
 //! | `{rollgate}:grants:meta` | hash | jti → grant JSON without token, until the sweep takes it |
 //! | `{rollgate}:audit` | stream | entry `<seq>-0` per record, fields `hash` and `record` (JSON) |
 //! | `{rollgate}:audit:op:<operationId>` | zset | seqs of one operation's records |
+//! | `{rollgate}:audit:ns:<namespace>` | zset | seqs of one namespace's records |
+//! | `{rollgate}:audit:app:<namespace>/<application>` | zset | seqs of one application's records |
+//! | `{rollgate}:audit:indexed` | string | seq up to which every record is in the two indexes above |
 //! | `{rollgate}:audit:turn` | string | replica whose append goes next (100 ms; fairness) |
 //! | `{rollgate}:grant:uses:<jti>` | string | admitted changes of a grant with `maxUses`, expiring with it |
 //! | `{rollgate}:rate:<namespace>/<application>` | zset | audit seqs of admitted changes scored by unix time, for the rate limit |
@@ -53,10 +56,13 @@
 //!
 //! # Limits
 //! Requires Redis ≥ 6.2 (`SET … EXAT`, exclusive stream ranges). `query`
-//! filters in memory over a reverse scan of at most [`MAX_SCAN`] records per
+//! reads newest first through the narrowest index the filter allows (the
+//! operation's, the application's, the namespace's, else the whole stream)
+//! and filters the rest in memory, over at most [`MAX_SCAN`] records per
 //! call; when the scan stops there, `next` is the last id scanned, so paging
 //! goes on where it stopped (a page may then hold fewer than `limit` items).
-//! Queries by `operationId` use their own index and are exact.
+//! Records appended before the namespace and application indexes existed
+//! (or by an older rollgate) are indexed by the first query that needs them.
 //!
 //! One server, Sentinel or Cluster: the URL chooses (`connection.rs`); in a
 //! Cluster every key is in the slot of `{rollgate}`, so scripts that touch
@@ -110,6 +116,13 @@ const GRANTS_META: &str = "{rollgate}:grants:meta";
 const AUDIT: &str = "{rollgate}:audit";
 const AUDIT_TURN: &str = "{rollgate}:audit:turn";
 const AUDIT_OP_PREFIX: &str = "{rollgate}:audit:op:";
+/// Seqs of one namespace's records.
+const AUDIT_NS_PREFIX: &str = "{rollgate}:audit:ns:";
+/// Seqs of one application's records: `<namespace>/<application>`.
+const AUDIT_APP_PREFIX: &str = "{rollgate}:audit:app:";
+/// The highest seq up to which every record is in the namespace and
+/// application indexes.
+const AUDIT_INDEXED: &str = "{rollgate}:audit:indexed";
 /// Use counter of a grant with `maxUses`, expiring with the grant.
 const USES_PREFIX: &str = "{rollgate}:grant:uses:";
 /// Unix times of an application's admitted changes in the rate window.

@@ -405,6 +405,44 @@ fn append_in(
     Ok(record)
 }
 
+/// The SQL and parameters of one page of `filter`, newest first. Only the
+/// filters given become conditions, so SQLite can walk the index that fits
+/// (namespace and application, namespace, operation) instead of the table.
+fn query_sql(filter: &AuditFilter, limit: usize) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let mut text = |condition, value: Option<String>| {
+        if let Some(value) = value {
+            conditions.push(condition);
+            values.push(Value::Text(value));
+        }
+    };
+    text("namespace = ?", filter.namespace.clone());
+    text("application = ?", filter.application.clone());
+    text("username = ?", filter.user.clone());
+    text("event = ?", filter.event.map(|e| e.as_str().to_owned()));
+    text(
+        "decision = ?",
+        filter.decision.map(|d| d.as_str().to_owned()),
+    );
+    text("ts >= ?", filter.since.map(crate::audit::timestamp_text));
+    text("ts < ?", filter.until.map(crate::audit::timestamp_text));
+    text("operation_id = ?", filter.operation_id.clone());
+    if let Some(after) = filter.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+        conditions.push("seq < ?");
+        values.push(Value::Integer(after));
+    }
+    let mut sql = "SELECT body FROM audit".to_owned();
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    values.push(Value::Integer(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
+    (sql, values)
+}
+
 /// The record a stored body holds; one that does not parse is a record with
 /// only its seq as id and an unreadable hash, so a chain walk fails there.
 fn readable(seq: u64, body: &str) -> AuditRecord {
@@ -505,29 +543,11 @@ impl AuditLog for SqliteStore {
         let filter = filter.clone();
         self.with(move |c| {
             let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-            let after: Option<i64> = filter.after.as_deref().and_then(|a| a.parse().ok());
-            let mut stmt = c.prepare_cached(
-                "SELECT body FROM audit WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR application = ?2)
-                 AND (?3 IS NULL OR username = ?3) AND (?4 IS NULL OR event = ?4) AND (?5 IS NULL OR decision = ?5)
-                 AND (?6 IS NULL OR ts >= ?6) AND (?7 IS NULL OR ts < ?7) AND (?8 IS NULL OR seq < ?8)
-                 AND (?9 IS NULL OR operation_id = ?9)
-                 ORDER BY seq DESC LIMIT ?10",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    filter.namespace,
-                    filter.application,
-                    filter.user,
-                    filter.event.map(|e| e.as_str()),
-                    filter.decision.map(|d| d.as_str()),
-                    filter.since.map(crate::audit::timestamp_text),
-                    filter.until.map(crate::audit::timestamp_text),
-                    after,
-                    filter.operation_id,
-                    (limit + 1) as i64
-                ],
-                |r| r.get::<_, String>(0),
-            )?;
+            let (sql, values) = query_sql(&filter, limit);
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(0)
+            })?;
             let mut items: Vec<AuditRecord> = Vec::with_capacity(limit + 1);
             for body in rows {
                 items.push(serde_json::from_str(&body?)?);

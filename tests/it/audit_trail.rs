@@ -10,7 +10,11 @@ use base64::Engine;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::{TestServer, denial, restart_by, spawn_server, spawn_server_in};
+use crate::common::{
+    TestServer, denial, restart_by, spawn_replica_with, spawn_server, spawn_server_in,
+    spawn_server_with,
+};
+use crate::store_contract::RedisServer;
 
 /// Every record, newest first, read by carol.
 async fn all_records(s: &TestServer) -> Vec<Value> {
@@ -241,4 +245,36 @@ async fn wait_for_lines(path: &std::path::Path, n: usize) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{} holds fewer than {n} lines after 5 s", path.display());
+}
+
+#[tokio::test]
+async fn each_replica_ships_the_records_it_appended() {
+    let redis = RedisServer::start(&[]);
+    let store = rollgate::config::StoreConfig::parse(&redis.url()).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let yaml = |name: &str| {
+        let path = logs.path().join(name);
+        (
+            path.clone(),
+            format!("audit: {{logFile: {}}}\n", path.display()),
+        )
+    };
+    let (one_log, one_yaml) = yaml("one.jsonl");
+    let (two_log, two_yaml) = yaml("two.jsonl");
+    let one = spawn_server_with(tempfile::tempdir().unwrap(), &one_yaml, Some(store)).await;
+    let two = spawn_replica_with(&one, &two_yaml).await;
+
+    one.approved_ticket().await; // TICKET_CREATED, TICKET_APPROVED, GRANT_ISSUED
+    denial(&two.review(&restart_by("bob")).await);
+
+    let from_one = wait_for_lines(&one_log, 3).await;
+    let from_two = wait_for_lines(&two_log, 1).await;
+    assert_eq!(from_one.lines().count(), 3, "{from_one}");
+    assert_eq!(from_two.lines().count(), 1, "{from_two}");
+    let (_, _, exported) = export(&two, &two.carol, "").await;
+    assert_eq!(
+        format!("{from_one}{from_two}"),
+        exported,
+        "together, the whole chain"
+    );
 }

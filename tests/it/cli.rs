@@ -855,3 +855,164 @@ async fn ticket_request_pins_images_and_uses() {
     );
     assert_eq!(ticket["maxUses"], 1);
 }
+
+#[tokio::test]
+async fn audit_show_checkpoint_export_and_offline_verify_work_as_printed() {
+    let s = spawn_server("{}").await;
+    let dir = s.dir.path().to_owned();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    s.approved_ticket().await;
+    allowed(&s.review(&restart_by("alice")).await);
+    let admitted = s.audit("decision=ALLOWED").await[0].clone();
+    let id = admitted["id"].as_str().unwrap();
+
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "show", id]).await);
+    assert!(
+        text.contains("ADMISSION") && text.contains("ALLOWED"),
+        "{text}"
+    );
+    assert!(text.contains("Rollout: not recorded yet"), "{text}");
+    assert!(text.contains(admitted["hash"].as_str().unwrap()), "{text}");
+    let shown = json(&rollgate(&s, &s.carol, &["audit", "show", id, "-o", "json"]).await);
+    assert_eq!(shown["id"], id, "{shown}");
+
+    let out = rollgate(&s, &s.carol, &["audit", "checkpoint"]).await;
+    let jws = ok(&out).trim().to_owned();
+    assert_eq!(jws.split('.').count(), 3, "the JWS alone: {jws}");
+    assert!(
+        stderr(&out).contains("attests 4 records"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(path("cp.jws"), format!("{jws}\n")).unwrap();
+    denial(&s.review(&restart_by("bob")).await);
+
+    let out = rollgate(
+        &s,
+        &s.carol,
+        &["audit", "export", "-o", &path("export.jsonl")],
+    )
+    .await;
+    assert_eq!(ok(&out), "", "nothing on stdout when writing a file");
+    assert!(
+        stderr(&out).contains("audit verify --file"),
+        "{}",
+        stderr(&out)
+    );
+    let export = std::fs::read_to_string(path("export.jsonl")).unwrap();
+    assert_eq!(export.lines().count(), 6, "{export}");
+    let piped = ok(&rollgate(&s, &s.carol, &["audit", "export"]).await);
+    assert_eq!(piped, export, "stdout gets the same lines");
+
+    let jwks = s.get(None, "/.well-known/jwks.json").await.body;
+    std::fs::write(path("jwks.json"), jwks.to_string()).unwrap();
+    let key = rollgate::grants::SigningKey::load(&dir.join("signing-key.pem")).unwrap();
+    std::fs::write(path("pub.pem"), key.public_pem()).unwrap();
+
+    // Offline: no token, and a server that is not even asked.
+    let offline = |args: Vec<String>| async move {
+        let mut cmd = bare(binary(), &dir_of(&args));
+        cmd.args(["audit", "verify"]).args(&args);
+        cmd.arg("--server").arg("https://127.0.0.1:1");
+        cmd.output().await.unwrap()
+    };
+    let export_file = path("export.jsonl");
+    let text = ok(&offline(vec![
+        "--file".into(),
+        export_file.clone(),
+        "--jwks".into(),
+        path("jwks.json"),
+    ])
+    .await);
+    assert!(text.starts_with("Audit chain intact: 6 records"), "{text}");
+    assert!(
+        text.contains("Checked against the trail checkpoint (record 5)"),
+        "{text}"
+    );
+    let text = ok(&offline(vec![
+        "--file".into(),
+        export_file.clone(),
+        "--key".into(),
+        path("pub.pem"),
+        "--checkpoint".into(),
+        path("cp.jws"),
+    ])
+    .await);
+    assert!(
+        text.contains("Checked against the supplied checkpoint"),
+        "{text}"
+    );
+
+    let text = ok(&rollgate(
+        &s,
+        &s.carol,
+        &["audit", "verify", "--checkpoint", &path("cp.jws")],
+    )
+    .await);
+    assert!(
+        text.contains("Checked against the supplied checkpoint: 4 records"),
+        "{text}"
+    );
+
+    let lines: Vec<&str> = export.lines().collect();
+    std::fs::write(path("short.jsonl"), lines[..3].join("\n")).unwrap();
+    std::fs::write(
+        path("edited.jsonl"),
+        export.replacen("\"alice\"", "\"mallory\"", 1),
+    )
+    .unwrap();
+    let stranger = rollgate::grants::SigningKey::from_pem(
+        rollgate::grants::keys::generate_pem().unwrap().as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(path("stranger.pem"), stranger.public_pem()).unwrap();
+    let cases = [
+        ("cut", "short.jsonl", "pub.pem", true, "cut off the tail"),
+        ("edited", "edited.jsonl", "pub.pem", false, "was edited"),
+        (
+            "unknown key",
+            "export.jsonl",
+            "stranger.pem",
+            false,
+            "is not a valid checkpoint",
+        ),
+    ];
+    for (name, file, key, with_checkpoint, says) in cases {
+        let mut args = vec!["--file".into(), path(file), "--key".into(), path(key)];
+        if with_checkpoint {
+            args.extend(["--checkpoint".into(), path("cp.jws")]);
+        }
+        let out = offline(args).await;
+        assert!(
+            stdout(&out).contains("Audit chain BROKEN"),
+            "{name}: {}",
+            stdout(&out)
+        );
+        let err = failed(&out);
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    let usage = offline(vec!["--file".into(), export_file]).await;
+    assert_eq!(
+        usage.status.code(),
+        Some(2),
+        "--file needs keys: {}",
+        stderr(&usage)
+    );
+
+    let denied = rollgate(
+        &s,
+        &s.alice,
+        &["audit", "export", "-o", &path("alice.jsonl")],
+    )
+    .await;
+    assert!(failed(&denied).contains("403"), "{}", stderr(&denied));
+    assert!(!dir.join("alice.jsonl").exists(), "no partial file is left");
+}
+
+/// The directory of the first path among `args` (a HOME for the offline run).
+fn dir_of(args: &[String]) -> std::path::PathBuf {
+    args.iter()
+        .find_map(|a| Path::new(a).parent().filter(|p| p.is_dir()))
+        .unwrap_or(Path::new("/"))
+        .to_owned()
+}

@@ -316,6 +316,7 @@ contract!(
 );
 
 mod checkpoints;
+mod indexes;
 
 // === builders ===
 

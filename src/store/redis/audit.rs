@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use redis::Value;
+
 use super::{
-    APPEND_ATTEMPTS, AUDIT, AUDIT_OP_PREFIX, AUDIT_TURN, BATCH, Head, MAX_SCAN, OPEN_OPERATIONS,
-    OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore, USES_PREFIX, eval, scripts,
+    APPEND_ATTEMPTS, AUDIT, AUDIT_APP_PREFIX, AUDIT_INDEXED, AUDIT_NS_PREFIX, AUDIT_OP_PREFIX,
+    AUDIT_TURN, BATCH, Head, MAX_SCAN, OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RATE_PREFIX,
+    RedisStore, USES_PREFIX, eval, parse, scripts,
 };
 use crate::audit::chain::{self, GENESIS_HASH};
 use crate::audit::{
@@ -54,52 +57,122 @@ fn matches(filter: &AuditFilter, r: &AuditRecord) -> bool {
         && filter.until.is_none_or(|t| r.timestamp < timestamp_text(t))
 }
 
+/// Where a query reads its candidates from, narrowest first.
+enum Source {
+    Operation(String),
+    /// A namespace's or an application's index.
+    Index(String),
+    Stream,
+}
+
+impl Source {
+    fn of(filter: &AuditFilter) -> Self {
+        match (&filter.operation_id, &filter.namespace, &filter.application) {
+            (Some(op), _, _) => Self::Operation(format!("{AUDIT_OP_PREFIX}{op}")),
+            (None, Some(ns), Some(app)) => Self::Index(format!("{AUDIT_APP_PREFIX}{ns}/{app}")),
+            (None, Some(ns), None) => Self::Index(format!("{AUDIT_NS_PREFIX}{ns}")),
+            (None, None, _) => Self::Stream,
+        }
+    }
+}
+
+/// Records indexed per `INDEX_AUDIT` call when catching up.
+const INDEX_BATCH: usize = 2000;
+
 impl RedisStore {
     /// Up to `count` records older than `upper` (from the newest when
     /// `None`), newest first, and the cursor to continue from (`None` when
     /// no older record remains).
     async fn scan_back(
         &self,
-        filter: &AuditFilter,
+        source: &Source,
         upper: Option<u64>,
         count: usize,
     ) -> Result<(Vec<(u64, AuditRecord)>, Option<u64>), Error> {
-        let (entries, cursor): (Vec<Entry>, Option<u64>) = match &filter.operation_id {
-            Some(op) => {
-                let op_key = format!("{AUDIT_OP_PREFIX}{op}");
-                let mut cmd = eval(&scripts::AUDIT_BY_OPERATION, &[AUDIT, &op_key]);
-                cmd.arg(upper.map_or_else(|| "+inf".to_owned(), |u| format!("({u}")))
-                    .arg(count);
+        let bound = upper.map_or_else(|| "+inf".to_owned(), |u| format!("({u}"));
+        let (entries, cursor): (Vec<Entry>, Option<u64>) = match source {
+            Source::Operation(op_key) => {
+                let mut cmd = eval(&scripts::AUDIT_BY_OPERATION, &[AUDIT, op_key]);
+                cmd.arg(&bound).arg(count);
                 let (scanned, last, entries): (usize, String, Vec<Entry>) =
                     self.read(&scripts::AUDIT_BY_OPERATION, cmd).await?;
-                let cursor = if scanned == count {
-                    last.parse().ok()
-                } else {
-                    None
-                };
-                (entries, cursor)
+                (
+                    entries,
+                    (scanned == count).then(|| last.parse().ok()).flatten(),
+                )
             }
-            None => {
-                let end = upper.map_or_else(|| "+".to_owned(), |u| format!("({u}-0"));
-                let entries: Vec<Entry> = self
-                    .command(
-                        redis::cmd("XREVRANGE")
-                            .arg(AUDIT)
-                            .arg(end)
-                            .arg("-")
-                            .arg("COUNT")
-                            .arg(count),
-                    )
-                    .await?;
-                let cursor = match entries.last() {
-                    Some((id, _)) if entries.len() == count => seq_of(id),
-                    _ => None,
-                };
-                (entries, cursor)
-            }
+            Source::Index(index) => match self.index_page(index, &bound, count).await? {
+                Some(page) => page,
+                None => self.stream_page(upper, count).await?,
+            },
+            Source::Stream => self.stream_page(upper, count).await?,
         };
         let records = entries.iter().map(record_of).collect::<Result<_, _>>()?;
         Ok((records, cursor))
+    }
+
+    /// Up to `count` entries of `index` below `bound`, newest first, with the
+    /// cursor; `None` when the index could not be caught up with the stream
+    /// (appends of an older rollgate racing it), so the caller scans the stream.
+    async fn index_page(
+        &self,
+        index: &str,
+        bound: &str,
+        count: usize,
+    ) -> Result<Option<(Vec<Entry>, Option<u64>)>, Error> {
+        for _ in 0..3 {
+            let mut cmd = eval(&scripts::AUDIT_BY_INDEX, &[AUDIT, index, AUDIT_INDEXED]);
+            cmd.arg(bound).arg(count);
+            let answer: Value = self.read(&scripts::AUDIT_BY_INDEX, cmd).await?;
+            if matches!(&answer, Value::Array(items) if items.len() == 1) {
+                // The index is behind the stream: catch it up, then read again.
+                self.catch_up_index().await?;
+                continue;
+            }
+            let (scanned, last, entries): (usize, String, Vec<Entry>) = parse(answer)?;
+            let cursor = (scanned == count).then(|| last.parse().ok()).flatten();
+            return Ok(Some((entries, cursor)));
+        }
+        Ok(None)
+    }
+
+    /// Up to `count` entries of the stream below seq `upper`, newest first,
+    /// with the cursor.
+    async fn stream_page(
+        &self,
+        upper: Option<u64>,
+        count: usize,
+    ) -> Result<(Vec<Entry>, Option<u64>), Error> {
+        let end = upper.map_or_else(|| "+".to_owned(), |u| format!("({u}-0"));
+        let entries: Vec<Entry> = self
+            .command(
+                redis::cmd("XREVRANGE")
+                    .arg(AUDIT)
+                    .arg(end)
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
+        let cursor = match entries.last() {
+            Some((id, _)) if entries.len() == count => seq_of(id),
+            _ => None,
+        };
+        Ok((entries, cursor))
+    }
+
+    /// Indexes every record the namespace and application indexes miss.
+    async fn catch_up_index(&self) -> Result<(), Error> {
+        loop {
+            let mut cmd = eval(&scripts::INDEX_AUDIT, &[AUDIT, AUDIT_INDEXED]);
+            cmd.arg(AUDIT_NS_PREFIX)
+                .arg(AUDIT_APP_PREFIX)
+                .arg(INDEX_BATCH);
+            let (indexed, _upto): (usize, String) = self.write(&scripts::INDEX_AUDIT, cmd).await?;
+            if indexed < INDEX_BATCH {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -134,6 +207,20 @@ impl RedisStore {
             record.namespace.as_deref().unwrap_or_default(),
             record.application_name.as_deref().unwrap_or_default()
         );
+        let (ns_key, app_key) = match (&record.namespace, &record.application_name) {
+            (Some(ns), Some(app)) => (
+                format!("{AUDIT_NS_PREFIX}{ns}"),
+                format!("{AUDIT_APP_PREFIX}{ns}/{app}"),
+            ),
+            (Some(ns), None) => (
+                format!("{AUDIT_NS_PREFIX}{ns}"),
+                format!("{AUDIT_APP_PREFIX}-"),
+            ),
+            _ => (
+                format!("{AUDIT_NS_PREFIX}-"),
+                format!("{AUDIT_APP_PREFIX}-"),
+            ),
+        };
         let lease_key = format!(
             "{OPERATION_LEASE_PREFIX}{}",
             record.operation_id.as_deref().unwrap_or("-")
@@ -144,6 +231,9 @@ impl RedisStore {
             &op_key,
             &uses_key,
             &rate_key,
+            &ns_key,
+            &app_key,
+            AUDIT_INDEXED,
             OPEN_OPERATIONS,
             &lease_key,
         ];
@@ -179,6 +269,14 @@ impl RedisStore {
             .arg(rate.limit)
             .arg(rate.window_secs)
             .arg(rate.now)
+            .arg(if record.namespace.is_some() { "1" } else { "0" })
+            .arg(
+                if record.namespace.is_some() && record.application_name.is_some() {
+                    "1"
+                } else {
+                    "0"
+                },
+            )
             .arg(record.operation_id.as_deref().unwrap_or_default());
         let (outcome, first, second): (i64, String, String) =
             self.write(&scripts::APPEND_AUDIT, cmd).await?;
@@ -306,8 +404,9 @@ impl AuditLog for RedisStore {
         let mut items: Vec<AuditRecord> = Vec::with_capacity(limit + 1);
         let mut scanned = 0;
         let mut exhausted = false;
+        let source = Source::of(filter);
         while items.len() <= limit && scanned < MAX_SCAN {
-            let (records, next) = self.scan_back(filter, cursor, batch).await?;
+            let (records, next) = self.scan_back(&source, cursor, batch).await?;
             scanned += batch;
             for (_, record) in records {
                 if matches(filter, &record) {

@@ -160,16 +160,22 @@ return out
 /// its maximum, or the application's rate window is full, nothing is
 /// appended and the answer is `{2, 'used_up', max}` or `{2, 'rate', next
 /// allowed unix time}`; otherwise the append counts against them.
+/// Indexes: the record's seq goes into its namespace's and its
+/// application's index, and the index marker follows when it was current
+/// (records appended by a rollgate without indexes are caught up by
+/// `INDEX_AUDIT`).
 /// Operations: a record with an operation is added to its index; an
 /// admitted change also opens the operation (the open-operations zset,
 /// scored by seq), and its final ROLLOUT record closes it.
 /// KEYS: the stream, the turn key, the operation index, the grant's use
-/// counter, the application's rate window, the open operations, the
+/// counter, the application's rate window, the namespace index, the
+/// application index, the index marker, the open operations, the
 /// operation's lease (unused keys are still named).
 /// ARGV: seq, prevHash, genesis hash, record hash, record JSON, replica id,
 /// operation mark ('0' no operation, '1' index only, '2' open, '3' close),
 /// max uses (0: none), use counter expiry (unix), rate limit (0: none),
-/// window seconds, now (unix), operation id.
+/// window seconds, now (unix), '1' when the record has a namespace, '1' when
+/// it has a namespace and an application, operation id.
 pub static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -213,10 +219,19 @@ if ARGV[7] ~= '0' then
   redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])
 end
 if ARGV[7] == '2' then
-  redis.call('ZADD', KEYS[6], 'NX', ARGV[1], ARGV[13])
+  redis.call('ZADD', KEYS[9], 'NX', ARGV[1], ARGV[15])
 elseif ARGV[7] == '3' then
-  redis.call('ZREM', KEYS[6], ARGV[13])
-  redis.call('DEL', KEYS[7])
+  redis.call('ZREM', KEYS[9], ARGV[15])
+  redis.call('DEL', KEYS[10])
+end
+if ARGV[13] == '1' then
+  redis.call('ZADD', KEYS[6], ARGV[1], ARGV[1])
+end
+if ARGV[14] == '1' then
+  redis.call('ZADD', KEYS[7], ARGV[1], ARGV[1])
+end
+if tonumber(redis.call('GET', KEYS[8]) or '0') == seq then
+  redis.call('SET', KEYS[8], ARGV[1])
 end
 if max_uses > 0 then
   redis.call('INCR', KEYS[4])
@@ -248,6 +263,67 @@ for _, s in ipairs(seqs) do
   if #e > 0 then out[#out + 1] = e[1] end
 end
 return {#seqs, seqs[#seqs] or '', out}
+",
+    )
+});
+
+/// Records of a namespace or application index, newest first, as
+/// `AUDIT_BY_OPERATION` answers them; or `{-1}` when the index marker is
+/// behind the stream (records not indexed yet: run `INDEX_AUDIT` first).
+/// KEYS: the stream, the index, the index marker. ARGV: exclusive upper
+/// bound (`(42`) or `+inf`, page size.
+pub static AUDIT_BY_INDEX: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local seq = tonumber(string.match(last[1][1], '^(%d+)-'))
+  if tonumber(redis.call('GET', KEYS[3]) or '0') < seq then
+    return {-1}
+  end
+end
+local seqs = redis.call('ZREVRANGEBYSCORE', KEYS[2], ARGV[1], '-inf', 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, s in ipairs(seqs) do
+  local e = redis.call('XRANGE', KEYS[1], s .. '-0', s .. '-0')
+  if #e > 0 then out[#out + 1] = e[1] end
+end
+return {#seqs, seqs[#seqs] or '', out}
+",
+    )
+});
+
+/// Indexes records the marker has not covered yet (appended by a rollgate
+/// without indexes, or before them), up to a batch, and moves the marker:
+/// answers `{records indexed, marker}`. Idempotent, so replicas may race.
+/// KEYS: the stream, the index marker. ARGV: namespace index prefix,
+/// application index prefix, batch size.
+pub static INDEX_AUDIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local upto = tonumber(redis.call('GET', KEYS[2]) or '0')
+local start = '(' .. string.format('%d', upto) .. '-0'
+local entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', tonumber(ARGV[3]))
+for _, e in ipairs(entries) do
+  local seq = string.match(e[1], '^(%d+)-')
+  local fields = e[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'record' then
+      local ok, r = pcall(cjson.decode, fields[i + 1])
+      if ok and type(r) == 'table' and type(r.namespace) == 'string' then
+        redis.call('ZADD', ARGV[1] .. r.namespace, seq, seq)
+        if type(r.applicationName) == 'string' then
+          redis.call('ZADD', ARGV[2] .. r.namespace .. '/' .. r.applicationName, seq, seq)
+        end
+      end
+    end
+  end
+  upto = tonumber(seq)
+end
+if #entries > 0 then
+  redis.call('SET', KEYS[2], string.format('%d', upto))
+end
+return {#entries, string.format('%d', upto)}
 ",
     )
 });

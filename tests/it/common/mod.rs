@@ -132,6 +132,11 @@ async fn spawn_server_configured(
 /// A second rollgate on the same store with the first one's dev keys, CA and
 /// users (as two `serve --dev` processes on one dev dir and one Redis): a replica.
 pub async fn spawn_replica(first: &TestServer) -> TestServer {
+    spawn_replica_with(first, &first.yaml.clone()).await
+}
+
+/// Like [`spawn_replica`] with its own config file `yaml`.
+pub async fn spawn_replica_with(first: &TestServer, yaml: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     for file in [
         "ca.crt",
@@ -142,7 +147,7 @@ pub async fn spawn_replica(first: &TestServer) -> TestServer {
     ] {
         std::fs::copy(first.dir.path().join(file), dir.path().join(file)).unwrap();
     }
-    spawn_server_with(dir, &first.yaml, first.store.clone()).await
+    spawn_server_with(dir, yaml, first.store.clone()).await
 }
 
 /// The config `rollgate serve --dev --dev-dir DIR` with every listener on
