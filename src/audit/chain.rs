@@ -525,7 +525,10 @@ mod tests {
             let prev = forged[i - 1].hash.clone();
             link(&mut forged[i], &prev);
         }
-        assert!(super::verify(&forged).ok, "a consistent forgery is a valid chain");
+        assert!(
+            super::verify(&forged).ok,
+            "a consistent forgery is a valid chain"
+        );
         let report = walk_with(&forged, &key, vec![held]);
         assert!(!report.ok, "{report:?}");
         assert_eq!(report.first_bad_id.as_deref(), Some("3"), "{report:?}");
@@ -535,7 +538,8 @@ mod tests {
     fn bad_checkpoint_records_break_the_chain() {
         let key = mk_key();
         let stranger = mk_key();
-        let cases: [(&str, fn(&mut Vec<AuditRecord>, &SigningKey, &SigningKey)); 3] = [
+        type Make = fn(&mut Vec<AuditRecord>, &SigningKey, &SigningKey);
+        let cases: [(&str, Make); 3] = [
             ("signed with an unknown key", |c, _, stranger| {
                 push_checkpoint(c, stranger);
             }),

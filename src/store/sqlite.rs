@@ -397,7 +397,10 @@ fn query_sql(filter: &AuditFilter, limit: usize) -> (String, Vec<rusqlite::types
     text("application = ?", filter.application.clone());
     text("username = ?", filter.user.clone());
     text("event = ?", filter.event.map(|e| e.as_str().to_owned()));
-    text("decision = ?", filter.decision.map(|d| d.as_str().to_owned()));
+    text(
+        "decision = ?",
+        filter.decision.map(|d| d.as_str().to_owned()),
+    );
     text("ts >= ?", filter.since.map(crate::audit::timestamp_text));
     text("ts < ?", filter.until.map(crate::audit::timestamp_text));
     text("operation_id = ?", filter.operation_id.clone());
