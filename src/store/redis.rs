@@ -67,6 +67,7 @@
 //! several keys run on one node.
 
 mod audit;
+mod audit_query;
 mod connection;
 mod grants;
 mod scripts;
