@@ -194,6 +194,32 @@ async fn run_queries(
     )
     .await;
     measure(store, log, "unfiltered, limit 100", &unfiltered, iterations).await;
+    walk_whole_chain(store, log).await;
+}
+
+/// Times what reads the whole chain: `GET /v1/audit/verify` and the export.
+async fn walk_whole_chain(store: &str, log: &Arc<dyn AuditLog>) {
+    use futures::StreamExt as _;
+    let pem = rollgate::grants::keys::generate_pem().unwrap();
+    let key = rollgate::grants::SigningKey::from_pem(pem.as_bytes()).unwrap();
+    let keys = rollgate::grants::KeySet::new(&key);
+    let trail = rollgate::audit::AuditTrail::new(log.clone(), key, keys, "rollgate".into());
+    let t = Instant::now();
+    let report = trail.verify(None).await.unwrap();
+    let verify = t.elapsed();
+    assert!(report.ok, "{report:?}");
+    let t = Instant::now();
+    let mut bytes = 0;
+    let mut export = std::pin::pin!(trail.export());
+    while let Some(chunk) = export.next().await {
+        bytes += chunk.unwrap().len();
+    }
+    println!(
+        "{store:<7} whole chain: verify {verify:.2?} ({} records), export {:.2?} ({:.1} MB)",
+        report.records,
+        t.elapsed(),
+        bytes as f64 / 1e6
+    );
 }
 
 /// A `redis-server` of its own on a unix socket, without persistence.
