@@ -15,7 +15,8 @@
 //! Records are spread over 30 days, 30% in `production`, 50 applications,
 //! 70% ADMISSION. Durability is switched off while seeding (SQLite
 //! `synchronous=OFF`, Redis without AOF) so that seeding takes seconds: the
-//! queries read the same data either way.
+//! queries read the same data either way. The seeding prints the latency of
+//! one append without the fsync (the webhook's append adds it).
 //!
 //! Under `cargo test` (no `--bench` flag) it runs on 2,000 records.
 
@@ -75,12 +76,23 @@ fn mk_record(i: usize, n: usize, start: Timestamp) -> AuditRecord {
     r
 }
 
-async fn seed(log: &Arc<dyn AuditLog>, n: usize, start: Timestamp) -> Duration {
+/// Appends the `n` records one by one, as the webhook does, and prints
+/// how long that took and the latency of one append.
+async fn seed(store: &str, log: &Arc<dyn AuditLog>, n: usize, start: Timestamp) {
     let wall = Instant::now();
+    let mut samples = Vec::with_capacity(n);
     for i in 0..n {
+        let t = Instant::now();
         log.append(mk_record(i, n, start)).await.unwrap();
+        samples.push(t.elapsed());
     }
-    wall.elapsed()
+    let took = wall.elapsed();
+    samples.sort();
+    println!(
+        "{store:<7} seeded {n} records in {took:.1?}: append p50={:.1?} p99={:.1?}",
+        percentile(&samples, 0.50),
+        percentile(&samples, 0.99)
+    );
 }
 
 async fn measure(
@@ -182,6 +194,32 @@ async fn run_queries(
     )
     .await;
     measure(store, log, "unfiltered, limit 100", &unfiltered, iterations).await;
+    walk_whole_chain(store, log).await;
+}
+
+/// Times what reads the whole chain: `GET /v1/audit/verify` and the export.
+async fn walk_whole_chain(store: &str, log: &Arc<dyn AuditLog>) {
+    use futures::StreamExt as _;
+    let pem = rollgate::grants::keys::generate_pem().unwrap();
+    let key = rollgate::grants::SigningKey::from_pem(pem.as_bytes()).unwrap();
+    let keys = rollgate::grants::KeySet::new(&key);
+    let trail = rollgate::audit::AuditTrail::new(log.clone(), key, keys, "rollgate".into());
+    let t = Instant::now();
+    let report = trail.verify(None).await.unwrap();
+    let verify = t.elapsed();
+    assert!(report.ok, "{report:?}");
+    let t = Instant::now();
+    let mut bytes = 0;
+    let mut export = std::pin::pin!(trail.export());
+    while let Some(chunk) = export.next().await {
+        bytes += chunk.unwrap().len();
+    }
+    println!(
+        "{store:<7} whole chain: verify {verify:.2?} ({} records), export {:.2?} ({:.1} MB)",
+        report.records,
+        t.elapsed(),
+        bytes as f64 / 1e6
+    );
 }
 
 /// A `redis-server` of its own on a unix socket, without persistence.
@@ -237,8 +275,7 @@ async fn sqlite(dir: &Path, n: usize, iterations: usize, start: Timestamp) {
         .unwrap();
     raw.execute_raw("PRAGMA synchronous = OFF").await.unwrap();
     let log: Arc<dyn AuditLog> = Arc::new(raw);
-    let took = seed(&log, n, start).await;
-    println!("sqlite  seeded {n} records in {took:.1?}");
+    seed("sqlite", &log, n, start).await;
     // The store as rollgate opens it (synchronous=FULL), on the same file.
     let log = open(StoreConfig::Sqlite(path)).await;
     run_queries("sqlite", &log, n, iterations, start).await;
@@ -247,8 +284,7 @@ async fn sqlite(dir: &Path, n: usize, iterations: usize, start: Timestamp) {
 async fn redis(n: usize, iterations: usize, start: Timestamp) {
     let server = Redis::start();
     let log = open(StoreConfig::Redis(server.url())).await;
-    let took = seed(&log, n, start).await;
-    println!("redis   seeded {n} records in {took:.1?}");
+    seed("redis", &log, n, start).await;
     run_queries("redis", &log, n, iterations, start).await;
 }
 

@@ -111,7 +111,7 @@ pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
 /// One record as a table row, its reason, its checkpoint and its
 /// operation's latest rollout outcome.
 fn show_record(r: &Value) -> String {
-    let mut out = audit_rows(std::slice::from_ref(r));
+    let mut out = audit_rows(std::slice::from_ref(r)).trim_end().to_owned();
     if !r["reason"].is_null() {
         let _ = write!(out, "\nReason: {}", text_of(&r["reason"]));
     }

@@ -69,6 +69,7 @@
 //! several keys run on one node.
 
 mod audit;
+mod audit_query;
 mod connection;
 mod grants;
 mod operations;

@@ -278,3 +278,36 @@ async fn each_replica_ships_the_records_it_appended() {
         "together, the whole chain"
     );
 }
+
+#[tokio::test]
+async fn checkpoints_signed_before_a_key_rotation_verify_with_the_old_public_key() {
+    let s = spawn_server("{}").await;
+    denial(&s.review(&restart_by("alice")).await);
+    let made = s.post(Some(&s.carol), "/v1/audit/checkpoints", None).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{made:?}");
+    let (dir, _) = s.stop().await;
+
+    // Rotate: a new signing key, the old one's public half kept for verification.
+    let key_path = dir.path().join("signing-key.pem");
+    let old = rollgate::grants::SigningKey::load(&key_path).unwrap();
+    std::fs::write(dir.path().join("old.pub.pem"), old.public_pem()).unwrap();
+    std::fs::write(&key_path, rollgate::grants::keys::generate_pem().unwrap()).unwrap();
+    let old_pub = dir.path().join("old.pub.pem");
+    let yaml = format!("verificationKeyFiles: [{}]\n", old_pub.display());
+
+    let s = spawn_server_in(dir, &yaml).await;
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], true, "the old key still verifies: {report}");
+    assert_eq!(report["checkpoint"]["id"], "2", "{report}");
+
+    // Without the old key the checkpoint no longer verifies.
+    let (dir, _) = s.stop().await;
+    let s = spawn_server_in(dir, "{}").await;
+    let report = s.verify_audit().await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["firstBadId"], "2", "{report}");
+    assert!(
+        report["problem"].as_str().unwrap().contains("key"),
+        "{report}"
+    );
+}

@@ -1016,3 +1016,76 @@ fn dir_of(args: &[String]) -> std::path::PathBuf {
         .unwrap_or(Path::new("/"))
         .to_owned()
 }
+
+/// The README's text between `start` (included) and the first `end` after it.
+fn readme_block(start: &str, end: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let from = readme
+        .find(start)
+        .unwrap_or_else(|| panic!("README has no {start:?}"));
+    let to = from + readme[from..].find(end).unwrap();
+    readme[from..to].to_owned()
+}
+
+#[tokio::test]
+async fn readme_auditor_session_and_python_check_work_as_printed() {
+    let s = spawn_server("{}").await;
+    denial(&s.review(&restart_by("alice")).await);
+    s.approved_ticket().await;
+    allowed(&s.review(&restart_by("alice")).await);
+    let work = tempfile::tempdir().unwrap();
+    let bin_dir = binary().parent().unwrap().to_owned();
+    let sh = |script: String| {
+        let path = work.path().join("block.sh");
+        std::fs::write(&path, format!("set -e\n{script}\n")).unwrap();
+        let mut cmd = bare(Path::new("bash"), work.path());
+        cmd.arg(&path)
+            .current_dir(work.path())
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("ROLLGATE_SERVER", &s.api)
+            .env("ROLLGATE_CA", s.dir.path().join("ca.crt"))
+            .env("CAROL", &s.carol);
+        cmd.output()
+    };
+
+    let session = readme_block("<!-- auditor-session", "\n```\n");
+    let session = session.split_once("```sh\n").unwrap().1.to_owned();
+    let out = sh(session).await.unwrap();
+    let text = ok(&out);
+    for expected in [
+        "production/checkout-api",
+        "Rollout: not recorded yet",
+        "Audit chain intact: 5 records",
+        "Checked against the supplied checkpoint: 5 records",
+        "Audit chain intact: 6 records",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from\n{text}");
+    }
+    assert!(
+        stderr(&out).contains("Checkpoint record 6 attests 5 records"),
+        "{}",
+        stderr(&out)
+    );
+
+    let python = readme_block("python3 - audit.jsonl jwks.json <<'EOF'", "\nEOF\n") + "\nEOF";
+    let out = sh(python.clone()).await.unwrap();
+    assert!(
+        ok(&out).starts_with("OK: 6 records, head "),
+        "{}",
+        stdout(&out)
+    );
+    let export = work.path().join("audit.jsonl");
+    let text = std::fs::read_to_string(&export).unwrap();
+    std::fs::write(&export, text.replacen("\"alice\"", "\"mallory\"", 1)).unwrap();
+    let out = sh(python).await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("BROKEN at record 1"),
+        "{}",
+        stderr(&out)
+    );
+}

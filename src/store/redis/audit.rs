@@ -1,35 +1,32 @@
 //! [`AuditLog`] on Redis: a stream with entry `<seq>-0` per record, appended
 //! by a compare-and-append script on the chain head (the hash is computed
-//! here, by [`chain::link`]), and read back newest first for queries, in
-//! order for `verify`.
+//! here, by [`chain::link`]), and read back in order for `verify` and the
+//! export; queries are in `audit_query.rs`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use redis::Value;
-
 use super::{
     APPEND_ATTEMPTS, AUDIT, AUDIT_APP_PREFIX, AUDIT_INDEXED, AUDIT_NS_PREFIX, AUDIT_OP_PREFIX,
-    AUDIT_TURN, BATCH, Head, MAX_SCAN, OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RATE_PREFIX,
-    RedisStore, USES_PREFIX, eval, parse, scripts,
+    AUDIT_TURN, Head, OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore,
+    USES_PREFIX, eval, scripts,
 };
 use crate::audit::chain::{self, GENESIS_HASH};
 use crate::audit::{
-    AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, LimitHit,
-    MAX_PAGE, RateCheck, timestamp_text,
+    AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, LimitHit, RateCheck,
 };
 use crate::rollout::OperationMark;
 use crate::store::Error;
 
-type Entry = (String, Vec<String>);
+pub(super) type Entry = (String, Vec<String>);
 
-fn seq_of(entry_id: &str) -> Option<u64> {
+pub(super) fn seq_of(entry_id: &str) -> Option<u64> {
     entry_id.split('-').next()?.parse().ok()
 }
 
 /// The record an entry holds, with its seq.
-fn record_of(entry: &Entry) -> Result<(u64, AuditRecord), Error> {
+pub(super) fn record_of(entry: &Entry) -> Result<(u64, AuditRecord), Error> {
     let (id, fields) = entry;
     let body = fields
         .chunks(2)
@@ -38,142 +35,6 @@ fn record_of(entry: &Entry) -> Result<(u64, AuditRecord), Error> {
         .map_or("", String::as_str);
     let record = serde_json::from_str(body)?;
     Ok((seq_of(id).unwrap_or(0), record))
-}
-
-/// Does `record` pass the filters of `filter` (all but `after`/`limit`)?
-fn matches(filter: &AuditFilter, r: &AuditRecord) -> bool {
-    let eq = |want: &Option<String>, have: &Option<String>| {
-        want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
-    };
-    eq(&filter.namespace, &r.namespace)
-        && eq(&filter.application, &r.application_name)
-        && eq(&filter.user, &r.username)
-        && eq(&filter.operation_id, &r.operation_id)
-        && filter.event.is_none_or(|e| r.event == Some(e))
-        && filter.decision.is_none_or(|d| r.decision == Some(d))
-        && filter
-            .since
-            .is_none_or(|t| r.timestamp >= timestamp_text(t))
-        && filter.until.is_none_or(|t| r.timestamp < timestamp_text(t))
-}
-
-/// Where a query reads its candidates from, narrowest first.
-enum Source {
-    Operation(String),
-    /// A namespace's or an application's index.
-    Index(String),
-    Stream,
-}
-
-impl Source {
-    fn of(filter: &AuditFilter) -> Self {
-        match (&filter.operation_id, &filter.namespace, &filter.application) {
-            (Some(op), _, _) => Self::Operation(format!("{AUDIT_OP_PREFIX}{op}")),
-            (None, Some(ns), Some(app)) => Self::Index(format!("{AUDIT_APP_PREFIX}{ns}/{app}")),
-            (None, Some(ns), None) => Self::Index(format!("{AUDIT_NS_PREFIX}{ns}")),
-            (None, None, _) => Self::Stream,
-        }
-    }
-}
-
-/// Records indexed per `INDEX_AUDIT` call when catching up.
-const INDEX_BATCH: usize = 2000;
-
-impl RedisStore {
-    /// Up to `count` records older than `upper` (from the newest when
-    /// `None`), newest first, and the cursor to continue from (`None` when
-    /// no older record remains).
-    async fn scan_back(
-        &self,
-        source: &Source,
-        upper: Option<u64>,
-        count: usize,
-    ) -> Result<(Vec<(u64, AuditRecord)>, Option<u64>), Error> {
-        let bound = upper.map_or_else(|| "+inf".to_owned(), |u| format!("({u}"));
-        let (entries, cursor): (Vec<Entry>, Option<u64>) = match source {
-            Source::Operation(op_key) => {
-                let mut cmd = eval(&scripts::AUDIT_BY_OPERATION, &[AUDIT, op_key]);
-                cmd.arg(&bound).arg(count);
-                let (scanned, last, entries): (usize, String, Vec<Entry>) =
-                    self.read(&scripts::AUDIT_BY_OPERATION, cmd).await?;
-                (
-                    entries,
-                    (scanned == count).then(|| last.parse().ok()).flatten(),
-                )
-            }
-            Source::Index(index) => match self.index_page(index, &bound, count).await? {
-                Some(page) => page,
-                None => self.stream_page(upper, count).await?,
-            },
-            Source::Stream => self.stream_page(upper, count).await?,
-        };
-        let records = entries.iter().map(record_of).collect::<Result<_, _>>()?;
-        Ok((records, cursor))
-    }
-
-    /// Up to `count` entries of `index` below `bound`, newest first, with the
-    /// cursor; `None` when the index could not be caught up with the stream
-    /// (appends of an older rollgate racing it), so the caller scans the stream.
-    async fn index_page(
-        &self,
-        index: &str,
-        bound: &str,
-        count: usize,
-    ) -> Result<Option<(Vec<Entry>, Option<u64>)>, Error> {
-        for _ in 0..3 {
-            let mut cmd = eval(&scripts::AUDIT_BY_INDEX, &[AUDIT, index, AUDIT_INDEXED]);
-            cmd.arg(bound).arg(count);
-            let answer: Value = self.read(&scripts::AUDIT_BY_INDEX, cmd).await?;
-            if matches!(&answer, Value::Array(items) if items.len() == 1) {
-                // The index is behind the stream: catch it up, then read again.
-                self.catch_up_index().await?;
-                continue;
-            }
-            let (scanned, last, entries): (usize, String, Vec<Entry>) = parse(answer)?;
-            let cursor = (scanned == count).then(|| last.parse().ok()).flatten();
-            return Ok(Some((entries, cursor)));
-        }
-        Ok(None)
-    }
-
-    /// Up to `count` entries of the stream below seq `upper`, newest first,
-    /// with the cursor.
-    async fn stream_page(
-        &self,
-        upper: Option<u64>,
-        count: usize,
-    ) -> Result<(Vec<Entry>, Option<u64>), Error> {
-        let end = upper.map_or_else(|| "+".to_owned(), |u| format!("({u}-0"));
-        let entries: Vec<Entry> = self
-            .command(
-                redis::cmd("XREVRANGE")
-                    .arg(AUDIT)
-                    .arg(end)
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(count),
-            )
-            .await?;
-        let cursor = match entries.last() {
-            Some((id, _)) if entries.len() == count => seq_of(id),
-            _ => None,
-        };
-        Ok((entries, cursor))
-    }
-
-    /// Indexes every record the namespace and application indexes miss.
-    async fn catch_up_index(&self) -> Result<(), Error> {
-        loop {
-            let mut cmd = eval(&scripts::INDEX_AUDIT, &[AUDIT, AUDIT_INDEXED]);
-            cmd.arg(AUDIT_NS_PREFIX)
-                .arg(AUDIT_APP_PREFIX)
-                .arg(INDEX_BATCH);
-            let (indexed, _upto): (usize, String) = self.write(&scripts::INDEX_AUDIT, cmd).await?;
-            if indexed < INDEX_BATCH {
-                return Ok(());
-            }
-        }
-    }
 }
 
 /// What one compare-and-append call answered.
@@ -387,53 +248,7 @@ impl AuditLog for RedisStore {
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {
-        let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-        let mut cursor: Option<u64> = filter.after.as_deref().and_then(|a| a.parse().ok());
-        let selective = filter.namespace.is_some()
-            || filter.application.is_some()
-            || filter.user.is_some()
-            || filter.event.is_some()
-            || filter.decision.is_some()
-            || filter.since.is_some()
-            || filter.until.is_some();
-        let batch = if selective {
-            BATCH.max(limit + 1)
-        } else {
-            limit + 1
-        };
-        let mut items: Vec<AuditRecord> = Vec::with_capacity(limit + 1);
-        let mut scanned = 0;
-        let mut exhausted = false;
-        let source = Source::of(filter);
-        while items.len() <= limit && scanned < MAX_SCAN {
-            let (records, next) = self.scan_back(&source, cursor, batch).await?;
-            scanned += batch;
-            for (_, record) in records {
-                if matches(filter, &record) {
-                    items.push(record);
-                    if items.len() > limit {
-                        break;
-                    }
-                }
-            }
-            match next {
-                Some(next) => cursor = Some(next),
-                None => {
-                    exhausted = true;
-                    break;
-                }
-            }
-        }
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|r| r.id.clone())
-        } else if exhausted {
-            None
-        } else {
-            // The scan stopped at MAX_SCAN records: the next page goes on from there.
-            cursor.map(|c| c.to_string())
-        };
-        Ok(AuditPage { items, next })
+        self.query_page(filter).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<AuditRecord>, Error> {
@@ -503,79 +318,6 @@ impl AuditLog for RedisStore {
             }
             // No limits were asked for, so none can be hit.
             Appended::Limited(_) => Ok(None),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn audit_filters_match_like_the_sqlite_store() {
-        use crate::audit::{AuditDecision, AuditEvent};
-        let r = AuditRecord {
-            timestamp: "2026-01-01T10:00:00.000000Z".into(),
-            event: Some(AuditEvent::Admission),
-            decision: Some(AuditDecision::Allowed),
-            namespace: Some("production".into()),
-            username: Some("alice".into()),
-            ..Default::default()
-        };
-        let ts = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
-        let cases = [
-            ("no filter", AuditFilter::default(), true),
-            (
-                "namespace",
-                AuditFilter {
-                    namespace: Some("production".into()),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                "other namespace",
-                AuditFilter {
-                    namespace: Some("staging".into()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                "application unset on record",
-                AuditFilter {
-                    application: Some("web".into()),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                "decision",
-                AuditFilter {
-                    decision: Some(AuditDecision::Denied),
-                    ..Default::default()
-                },
-                false,
-            ),
-            (
-                "since is inclusive",
-                AuditFilter {
-                    since: Some(ts("2026-01-01T10:00:00Z")),
-                    ..Default::default()
-                },
-                true,
-            ),
-            (
-                "until is exclusive",
-                AuditFilter {
-                    until: Some(ts("2026-01-01T10:00:00Z")),
-                    ..Default::default()
-                },
-                false,
-            ),
-        ];
-        for (name, filter, want) in cases {
-            assert_eq!(matches(&filter, &r), want, "{name}");
         }
     }
 }
