@@ -732,6 +732,10 @@ mod tests {
         record.error_message = Some("none".into());
         record.new_pods = Some(vec!["p1".into()]);
         record.terminated_pods = Some(vec!["p0".into()]);
+        record.previous_pods = Some(vec!["p0".into()]);
+        record.new_replica_set = Some("checkout-api-7d4f8b9c".into());
+        record.controller_revision = Some("checkout-api-5d8f".into());
+        record.restarted_at = Some("2026-03-02T10:15:04Z".into());
         record.checkpoint = Some("eyJ.checkpoint.jws".into());
         record.checkpoint_records = Some(41);
         record.checkpoint_head = Some(crate::audit::GENESIS_HASH.into());
