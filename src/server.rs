@@ -322,7 +322,11 @@ async fn serve_tls(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    // The protocol comes from ALPN, never from sniffing the first bytes:
+    // hyper-util's sniffing waits for them without a timeout, so a client that
+    // completed the handshake and sent nothing held its connection forever.
+    let h1 = Arc::new(builder.clone().http1_only());
+    let h2 = Arc::new(builder.http2_only());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -338,7 +342,7 @@ async fn serve_tls(
         };
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
+        let (h1, h2) = (h1.clone(), h2.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -348,6 +352,11 @@ async fn serve_tls(
                     return;
                 }
                 Err(_) => return,
+            };
+            let builder = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                h2
+            } else {
+                h1
             };
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(conn.into_owned()).await {
