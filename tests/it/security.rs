@@ -495,9 +495,11 @@ async fn a_whole_flow_logs_no_token_key_or_password() {
         .unwrap();
 
     let logs = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
-    assert!(
-        logs.contains("DEBUG") && logs.contains("decision"),
-        "the flow was logged at debug level: {logs}"
+    assert!(logs.contains("DEBUG"), "logged at debug level: {logs}");
+    assert_eq!(
+        logs.matches("gated change").count(),
+        3,
+        "each review of the flow was logged: {logs}"
     );
     let pem = std::fs::read_to_string(dir.path().join("signing-key.pem")).unwrap();
     let key_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -691,7 +693,7 @@ async fn slow_clients_are_disconnected_within_the_header_timeout() {
     // The server's header read timeout is 10 s.
     let limit = Duration::from_secs(14);
     let partial = b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applic";
-    let (half_sent, silent, silent_api) = tokio::join!(
+    let (half_sent, silent, silent_api, h2) = tokio::join!(
         async {
             closed_after(
                 tls_connect(&s, &s.webhook, &[b"http/1.1"]).await,
@@ -702,11 +704,13 @@ async fn slow_clients_are_disconnected_within_the_header_timeout() {
         },
         async { closed_after(tls_connect(&s, &s.webhook, &[]).await, b"", limit).await },
         async { closed_after(tls_connect(&s, &s.api, &[b"http/1.1"]).await, b"", limit).await },
+        async { closed_after(tls_connect(&s, &s.api, &[b"h2"]).await, b"", limit).await },
     );
     for (what, took) in [
         ("half-sent headers", half_sent),
         ("nothing sent", silent),
         ("nothing sent to the API", silent_api),
+        ("nothing sent over h2", h2),
     ] {
         assert!(
             took >= Duration::from_secs(9),
