@@ -322,7 +322,11 @@ async fn serve_tls(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    // The protocol comes from ALPN, never from sniffing the first bytes:
+    // hyper-util's sniffing waits for them without a timeout, so a client that
+    // completed the handshake and sent nothing held its connection forever.
+    let h1 = Arc::new(builder.clone().http1_only());
+    let h2 = Arc::new(builder.http2_only());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -337,8 +341,16 @@ async fn serve_tls(
             },
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
+        let first_request = Arc::new(tokio::sync::Notify::new());
+        let seen = first_request.clone();
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |req: http::Request<hyper::body::Incoming>| {
+                seen.notify_one();
+                req
+            },
+        ));
+        let (h1, h2) = (h1.clone(), h2.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -349,8 +361,28 @@ async fn serve_tls(
                 }
                 Err(_) => return,
             };
+            let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = if is_h2 { h2 } else { h1 };
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(conn.into_owned()).await {
+            let mut conn = std::pin::pin!(watcher.watch(conn.into_owned()));
+            let result = if is_h2 {
+                // hyper has no header read timeout for HTTP/2: a connection
+                // whose first request has not arrived in time is dropped.
+                let first = tokio::time::timeout(HEADER_READ_TIMEOUT, first_request.notified());
+                tokio::select! {
+                    result = &mut conn => result,
+                    first = first => match first {
+                        Ok(()) => conn.await,
+                        Err(_) => {
+                            tracing::debug!(listener = name, %peer, "no HTTP/2 request within the header timeout");
+                            return;
+                        }
+                    },
+                }
+            } else {
+                conn.await
+            };
+            if let Err(error) = result {
                 tracing::debug!(listener = name, %peer, %error, "connection ended with an error");
             }
         });

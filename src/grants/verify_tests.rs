@@ -192,10 +192,20 @@ fn wrong_header_or_missing_claims_are_rejected() {
     let mut other_iss = claims.clone();
     other_iss.iss = "someone-else".into();
     let wrong_iss = issuer.sign(&other_iss).unwrap();
-    assert!(matches!(
-        verifier.verify(&wrong_iss, EXPECTED, NOW),
-        Err(GrantRejection::WrongIssuer(_))
-    ));
+    assert_eq!(
+        verifier.verify(&wrong_iss, EXPECTED, NOW).unwrap_err(),
+        GrantRejection::WrongIssuer("someone-else".into()),
+        "the rejection names the issuer found"
+    );
+
+    let mut other_aud = claims.clone();
+    other_aud.aud = "another-webhook".into();
+    let wrong_aud = issuer.sign(&other_aud).unwrap();
+    assert_eq!(
+        verifier.verify(&wrong_aud, EXPECTED, NOW).unwrap_err(),
+        GrantRejection::WrongAudience("another-webhook".into()),
+        "the rejection names the audience found"
+    );
 
     assert_eq!(
         verifier.verify("garbage", EXPECTED, NOW).unwrap_err(),

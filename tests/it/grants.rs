@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::common::{TestServer, allowed, by, denial, fixture, restart_by, spawn_server};
 
 /// Writes `grant` into the server's grant table directly.
-fn store_grant(s: &TestServer, grant: &StoredGrant) {
+pub(crate) fn store_grant(s: &TestServer, grant: &StoredGrant) {
     s.db()
         .execute(
             "INSERT INTO grants (jti, user, namespace, application, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -70,7 +70,7 @@ async fn grant_of(s: &TestServer, ticket: &Value) -> Value {
     reply.body
 }
 
-fn jwt_part(token: &str, index: usize) -> Value {
+pub(crate) fn jwt_part(token: &str, index: usize) -> Value {
     let part = token.split('.').nth(index).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }

@@ -19,6 +19,7 @@ mod redeploy;
 mod redis_topologies;
 mod replicas;
 mod rollout;
+mod security;
 mod shutdown;
 mod store_contract;
 mod tickets;
