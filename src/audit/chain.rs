@@ -538,7 +538,8 @@ mod tests {
     fn bad_checkpoint_records_break_the_chain() {
         let key = mk_key();
         let stranger = mk_key();
-        let cases: [(&str, fn(&mut Vec<AuditRecord>, &SigningKey, &SigningKey)); 3] = [
+        type Make = fn(&mut Vec<AuditRecord>, &SigningKey, &SigningKey);
+        let cases: [(&str, Make); 3] = [
             ("signed with an unknown key", |c, _, stranger| {
                 push_checkpoint(c, stranger);
             }),
