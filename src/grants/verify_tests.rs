@@ -267,7 +267,8 @@ fn a_grant_pinned_to_images_admits_only_those() {
 #[test]
 fn extreme_time_claims_are_rejected_not_overflowed() {
     let (issuer, verifier) = mk_pair();
-    let cases: [(&str, fn(&mut GrantClaims), GrantRejection); 3] = [
+    type Edit = fn(&mut GrantClaims);
+    let cases: [(&str, Edit, GrantRejection); 3] = [
         (
             "iat at the minimum, exp in the window",
             |c| c.iat = i64::MIN,
