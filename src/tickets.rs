@@ -296,7 +296,7 @@ impl NewTicket {
     }
 }
 
-fn validate_text(field: &'static str, text: &str, required: bool) -> Result<(), Error> {
+pub(crate) fn validate_text(field: &'static str, text: &str, required: bool) -> Result<(), Error> {
     let len = text.trim().chars().count();
     if required && len == 0 {
         return Err(Error::Invalid {

@@ -3,6 +3,8 @@
 //! ([`TicketDesk`](crate::tickets::TicketDesk), a store), and answer; errors
 //! are problem+json ([`problem`]). Callers are [`Caller`]s (Bearer tokens).
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod problem;
 
 use std::time::Duration;

@@ -60,7 +60,10 @@ impl Checkpoint {
     /// Records the chain must hold at least: those attested, plus the
     /// CHECKPOINT record itself when it is known.
     pub fn covers(&self) -> u64 {
-        self.claims.records + u64::from(self.record.is_some())
+        // `records` is whatever the signed claims say; never overflow on it.
+        self.claims
+            .records
+            .saturating_add(u64::from(self.record.is_some()))
     }
 
     /// Names it for a person: "the checkpoint you supplied (issued …)".
@@ -228,6 +231,27 @@ mod tests {
             let jws = sign(key, &mk_claims()).unwrap();
             assert_eq!(verifier.verify(&jws), Ok(mk_claims()), "{name} key");
         }
+    }
+
+    /// Found while writing the `checkpoint` fuzz target: a checkpoint
+    /// attesting `u64::MAX` records overflowed what it covers.
+    #[test]
+    fn a_checkpoint_of_the_most_records_covers_without_overflow() {
+        let claims = CheckpointClaims {
+            records: u64::MAX,
+            ..mk_claims()
+        };
+        let checkpoint = Checkpoint {
+            claims,
+            jws: String::new(),
+            record: Some(("7".into(), "ab".repeat(32))),
+            source: CheckpointSource::Trail,
+        };
+        assert_eq!(checkpoint.covers(), u64::MAX);
+        assert_eq!(
+            checkpoint.describe(),
+            "checkpoint record 7 (issued 2027-01-15T08:00:00Z)"
+        );
     }
 
     #[test]

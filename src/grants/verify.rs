@@ -186,10 +186,12 @@ impl GrantVerifier {
         if now + self.leeway < claims.nbf {
             return Err(GrantRejection::NotYetValid);
         }
+        // Claims are any i64: saturate rather than overflow (a panic with
+        // overflow checks, a wrapped lifetime that passes without them).
         if now - self.leeway >= claims.exp {
-            return Err(GrantRejection::Expired(now - claims.exp));
+            return Err(GrantRejection::Expired(now.saturating_sub(claims.exp)));
         }
-        if claims.exp - claims.iat > self.max_lifetime || claims.exp < claims.iat {
+        if claims.exp < claims.iat || claims.exp.saturating_sub(claims.iat) > self.max_lifetime {
             return Err(GrantRejection::LifetimeTooLong);
         }
         Ok(claims)

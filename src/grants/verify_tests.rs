@@ -269,3 +269,47 @@ fn a_grant_pinned_to_images_admits_only_those() {
         "a restart sets no image"
     );
 }
+
+/// Found while writing the `grant` fuzz target: extreme `iat`/`exp`
+/// overflowed the lifetime and expiry arithmetic (a panic with overflow
+/// checks; without them `exp - iat` wrapped negative and passed the
+/// lifetime check, for a token signed with rollgate's key).
+#[test]
+fn extreme_time_claims_are_rejected_not_overflowed() {
+    let (issuer, verifier) = mk_pair();
+    type Edit = fn(&mut GrantClaims);
+    let cases: [(&str, Edit, GrantRejection); 3] = [
+        (
+            "iat at the minimum, exp in the window",
+            |c| c.iat = i64::MIN,
+            GrantRejection::LifetimeTooLong,
+        ),
+        (
+            "iat at the minimum, exp at the maximum",
+            |c| {
+                c.iat = i64::MIN;
+                c.exp = i64::MAX;
+            },
+            GrantRejection::LifetimeTooLong,
+        ),
+        (
+            "exp at the minimum (jsonwebtoken reads exp as unsigned)",
+            |c| {
+                c.iat = i64::MIN;
+                c.nbf = i64::MIN;
+                c.exp = i64::MIN;
+            },
+            GrantRejection::BadClaims,
+        ),
+    ];
+    for (row, edit, want) in cases {
+        let mut claims = mk_claims(&issuer);
+        edit(&mut claims);
+        let token = issuer.sign(&claims).unwrap();
+        assert_eq!(
+            verifier.verify_token(&token, NOW + 60),
+            Err(want),
+            "row {row:?}"
+        );
+    }
+}

@@ -305,6 +305,8 @@ pub fn application_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Obj
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]
