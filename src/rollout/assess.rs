@@ -153,6 +153,8 @@ pub struct Assessment {
     pub terminating_pods: Vec<String>,
     pub replicas: Option<i32>,
     pub strategy: Option<String>,
+    /// The image of the workload's first container, as its template says.
+    pub image: Option<String>,
     /// Why the rollout failed or timed out.
     pub error: Option<String>,
 }
@@ -188,6 +190,7 @@ impl Assessment {
             terminating_pods: Vec::new(),
             replicas: None,
             strategy: None,
+            image: None,
             error,
         }
     }
@@ -207,6 +210,12 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
         return a;
     };
     a.replicas = Some(workload.replicas());
+    a.image = workload
+        .template()
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone());
     a.strategy = Some(workload.strategy());
     let elapsed = now.duration_since(op.started_at);
     a.applied = shows_change(op, workload);

@@ -132,6 +132,7 @@ fn a_deployment_restart_progresses_then_completes_with_its_new_replica_set_and_p
         (Some(3), Some("RollingUpdate"))
     );
     assert_eq!(a.error, None);
+    assert_eq!(a.image.as_deref(), Some("web:1"));
 }
 
 #[test]

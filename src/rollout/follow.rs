@@ -495,8 +495,9 @@ fn rollout_record(
     r.kind = admission.kind;
     r.deployment_name = admission.deployment_name.clone();
     r.change = admission.change;
-    r.previous_image = admission.previous_image.clone();
-    r.current_image = admission.current_image.clone();
+    // An image change names its images; a restart keeps the image it runs.
+    r.previous_image = admission.previous_image.clone().or(a.image.clone());
+    r.current_image = admission.current_image.clone().or(a.image.clone());
     r.ticket_id = admission.ticket_id.clone();
     r.ticket_number = admission.ticket_number.clone();
     r.ticket_entry_id = admission.ticket_entry_id.clone();

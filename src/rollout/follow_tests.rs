@@ -276,6 +276,14 @@ async fn a_successful_rollout_is_followed_to_completed_with_its_replica_set_and_
     );
     assert_eq!(done.rollout_strategy.as_deref(), Some("RollingUpdate"));
     assert_eq!(
+        (
+            done.previous_image.as_deref(),
+            done.current_image.as_deref()
+        ),
+        (Some("web:1"), Some("web:1")),
+        "a restart keeps the image it runs"
+    );
+    assert_eq!(
         (done.success, done.error_message.as_deref()),
         (Some(true), None)
     );
