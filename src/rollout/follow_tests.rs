@@ -209,11 +209,21 @@ impl Setup {
         }
     }
 
-    fn operations(&self, result: &str) -> u64 {
-        self.metrics
-            .operations_total
-            .with_label_values(&["web", "production", "alice", result])
-            .get()
+    /// `app_redeploy_operations_total` for `result`, once the follower has
+    /// counted it: the count follows the final record's append, so a test
+    /// that saw the record may look a moment too early.
+    async fn operations(&self, result: &str) -> u64 {
+        let counter = self.metrics.operations_total.with_label_values(&[
+            "web",
+            "production",
+            "alice",
+            result,
+        ]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while counter.get() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        counter.get()
     }
 }
 
@@ -302,7 +312,7 @@ async fn a_successful_rollout_is_followed_to_completed_with_its_replica_set_and_
             .await
             .unwrap()
     );
-    assert_eq!(setup.operations("completed"), 1);
+    assert_eq!(setup.operations("completed").await, 1);
     let rendered = setup.metrics.render();
     assert!(
         rendered.contains("app_redeploy_rollout_duration_seconds_count{application=\"web\",namespace=\"production\",strategy=\"RollingUpdate\"} 1"),
@@ -360,7 +370,7 @@ async fn progress_deadline_exceeded_is_recorded_as_failed() {
         failed.error_message.as_deref(),
         Some("ProgressDeadlineExceeded: ReplicaSet \"web-new\" has timed out progressing.")
     );
-    assert_eq!(setup.operations("failed"), 1);
+    assert_eq!(setup.operations("failed").await, 1);
     assert_eq!(
         setup.store.open_operations(10).await.unwrap(),
         Vec::<String>::new()
@@ -383,7 +393,7 @@ async fn a_rollout_past_its_progress_deadline_is_recorded_as_timeout() {
             .contains("did not complete within 1s"),
         "{timeout:?}"
     );
-    assert_eq!(setup.operations("timeout"), 1);
+    assert_eq!(setup.operations("timeout").await, 1);
     running.stop().await;
 }
 

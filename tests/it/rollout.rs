@@ -147,11 +147,13 @@ async fn an_admitted_restart_is_followed_to_completed_in_the_audit_and_the_metri
     let statuses: Vec<&Value> = rollouts.iter().map(|r| &r["rolloutStatus"]).collect();
     assert_eq!(statuses, ["COMPLETED", "PROGRESSING"], "newest first");
     assert!(s.verify_audit().await["ok"].as_bool().unwrap());
-    let metrics = s.metrics().await;
-    assert!(
-        metrics.contains(
-            "app_redeploy_operations_total{application=\"checkout-api\",namespace=\"production\",result=\"completed\",username=\"alice\"} 1"
-        ),
-        "{metrics}"
-    );
+    // The follower counts the operation just after appending its record.
+    let counted = "app_redeploy_operations_total{application=\"checkout-api\",namespace=\"production\",result=\"completed\",username=\"alice\"} 1";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut metrics = s.metrics().await;
+    while !metrics.contains(counted) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        metrics = s.metrics().await;
+    }
+    assert!(metrics.contains(counted), "{metrics}");
 }
