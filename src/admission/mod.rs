@@ -7,6 +7,7 @@
 //! Ungated requests touch no store.
 
 pub mod decide;
+mod head;
 
 use std::time::Instant;
 
@@ -20,6 +21,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 
 pub use decide::{Decision, DenyReason, Unavailable, decide};
+use head::ReviewHead;
 
 use crate::audit::{AdmissionLimits, AuditEvent, AuditRecord, GrantUses, LimitHit, RateCheck};
 use crate::config::FailureMode;
@@ -59,6 +61,18 @@ fn invalid(reason: String) -> Response {
 
 async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     let started = Instant::now();
+    if let Some(head) = ReviewHead::parse(&body)
+        && head.ungated(&state.policy, &*state.namespaces).is_some()
+    {
+        // Not gated, by the target alone: answered without building the objects.
+        state.metrics.admission(
+            head.kind(),
+            operation_name(head.operation()),
+            "ungated",
+            started.elapsed().as_secs_f64(),
+        );
+        return json_response(StatusCode::OK, &head.allow().into_review());
+    }
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
         Ok(review) => review,
         Err(e) => return invalid(format!("body is not an AdmissionReview v1: {e}")),

@@ -211,6 +211,61 @@ pub enum Gate {
     Gated(GatedChange),
 }
 
+/// What a request targets: the part of it [`screen`] reads, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// API group of the object's kind (`apps`).
+    pub group: &'a str,
+    pub kind: &'a str,
+    pub sub_resource: Option<&'a str>,
+    pub operation: &'a Operation,
+    /// Empty for cluster-scoped objects.
+    pub namespace: &'a str,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(req: &'a AdmissionRequest<DynamicObject>) -> Self {
+        Self {
+            group: &req.kind.group,
+            kind: &req.kind.kind,
+            sub_resource: req.sub_resource.as_deref(),
+            operation: &req.operation,
+            namespace: req.namespace.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// The checks of [`classify`] that need neither object: the workload kind
+/// when the target may be gated, else why it is not.
+///
+/// The webhook runs it on a first, borrowing parse of the review, so that
+/// the requests that are not gated (most of them) never pay for parsing the
+/// two objects. [`classify`] runs it too: one set of rules for both.
+pub fn screen(
+    target: &Target<'_>,
+    policy: &Policy,
+    labelled: &dyn LabelledNamespaces,
+) -> Result<WorkloadKind, UngatedReason> {
+    if target.group != "apps" {
+        return Err(UngatedReason::NotAWorkload);
+    }
+    let kind = WorkloadKind::from_kind(target.kind).ok_or(UngatedReason::NotAWorkload)?;
+    if !policy.gated_kinds.contains(&kind) {
+        return Err(UngatedReason::KindNotGated);
+    }
+    if target.sub_resource.is_some_and(|s| !s.is_empty()) {
+        return Err(UngatedReason::Subresource);
+    }
+    if !matches!(target.operation, Operation::Update) {
+        return Err(UngatedReason::NotAnUpdate);
+    }
+    let namespace = target.namespace;
+    if !(policy.protected_namespaces.contains(namespace) || labelled.is_protected(namespace)) {
+        return Err(UngatedReason::NamespaceNotProtected);
+    }
+    Ok(kind)
+}
+
 /// Decides whether `req` is a gated change under `policy`.
 ///
 /// Pure: reads only its arguments. `labelled` answers for namespaces
@@ -220,25 +275,11 @@ pub fn classify(
     policy: &Policy,
     labelled: &dyn LabelledNamespaces,
 ) -> Gate {
-    if req.kind.group != "apps" {
-        return Gate::Ungated(UngatedReason::NotAWorkload);
-    }
-    let Some(kind) = WorkloadKind::from_kind(&req.kind.kind) else {
-        return Gate::Ungated(UngatedReason::NotAWorkload);
+    let kind = match screen(&Target::of(req), policy, labelled) {
+        Ok(kind) => kind,
+        Err(reason) => return Gate::Ungated(reason),
     };
-    if !policy.gated_kinds.contains(&kind) {
-        return Gate::Ungated(UngatedReason::KindNotGated);
-    }
-    if req.sub_resource.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Gate::Ungated(UngatedReason::Subresource);
-    }
-    if !matches!(req.operation, Operation::Update) {
-        return Gate::Ungated(UngatedReason::NotAnUpdate);
-    }
     let namespace = req.namespace.as_deref().unwrap_or_default();
-    if !(policy.protected_namespaces.contains(namespace) || labelled.is_protected(namespace)) {
-        return Gate::Ungated(UngatedReason::NamespaceNotProtected);
-    }
     let (Some(old), Some(new)) = (&req.old_object, &req.object) else {
         return Gate::Ungated(UngatedReason::Unreadable);
     };
