@@ -139,17 +139,29 @@ async fn review_request(
         }
     };
 
-    tracing::info!(
-        namespace = %change.namespace,
-        name = %change.name,
-        kind = %change.kind,
-        application = %change.application,
-        user = %change.requester.username,
-        change = ?change.diff.kind_or_template(),
-        decision = decision.metric_label(),
-        dry_run = req.dry_run,
-        "gated change"
-    );
+    // The audit trail records every gated decision; the log adds a line
+    // per denial only, so allowed traffic writes no log by default.
+    macro_rules! log_gated {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                namespace = %change.namespace,
+                name = %change.name,
+                kind = %change.kind,
+                application = %change.application,
+                user = %change.requester.username,
+                change = ?change.diff.kind_or_template(),
+                decision = decision.metric_label(),
+                dry_run = req.dry_run,
+                "gated change"
+            )
+        };
+    }
+    if decision.allowed() {
+        log_gated!(tracing::Level::DEBUG);
+    } else {
+        log_gated!(tracing::Level::INFO);
+    }
 
     let label = decision.metric_label();
     let mut response = base;

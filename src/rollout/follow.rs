@@ -38,6 +38,10 @@ pub struct FollowerSettings {
     /// its deadlines.
     pub tick: Duration,
     pub limits: Limits,
+    /// Most operations this process follows at once. A burst of admitted
+    /// changes beyond it waits in the store for the next scans, so it costs
+    /// neither unbounded tasks nor a lease renewal each.
+    pub max_followed: usize,
 }
 
 impl Default for FollowerSettings {
@@ -47,6 +51,7 @@ impl Default for FollowerSettings {
             scan_interval: Duration::from_secs(10),
             tick: Duration::from_secs(1),
             limits: Limits::default(),
+            max_followed: 256,
         }
     }
 }
@@ -135,6 +140,10 @@ impl Follower {
     }
 
     fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, op: String, shutdown: &CancellationToken) {
+        if tasks.len() >= self.settings.max_followed {
+            // Still open in the store: a scan takes it up once a slot frees.
+            return;
+        }
         let fresh = self
             .following
             .lock()

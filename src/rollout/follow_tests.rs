@@ -114,6 +114,7 @@ fn settings() -> FollowerSettings {
         scan_interval: Duration::from_millis(100),
         tick: Duration::from_millis(50),
         limits: Limits::default(),
+        max_followed: 256,
     }
 }
 
@@ -526,6 +527,46 @@ async fn a_rollout_that_cannot_be_watched_ends_as_timeout_with_the_api_servers_r
         error.starts_with("the rollout could not be followed") && error.contains("forbidden"),
         "{error}"
     );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_operations_is_followed_at_most_max_followed_at_a_time() {
+    let setup = Setup::new().await;
+    // op-2: op-1's admission again, as another request.
+    let filter = AuditFilter {
+        operation_id: Some("op-1".into()),
+        ..AuditFilter::default()
+    };
+    let mut admission = setup.store.query(&filter).await.unwrap().items.remove(0);
+    admission.operation_id = Some("op-2".into());
+    admission.request_uid = Some("uid-2".into());
+    admission.timestamp = Timestamp::now().to_string();
+    setup.store.append(admission).await.unwrap();
+    assert_eq!(setup.store.open_operations(10).await.unwrap().len(), 2);
+
+    let one_at_a_time = FollowerSettings {
+        max_followed: 1,
+        ..settings()
+    };
+    let api = restarted_cluster(600);
+    let running = setup.run(setup.follower(&api, one_at_a_time), false);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Another replica can take exactly the operation this one left waiting.
+    let ttl = Duration::from_secs(5);
+    let free = [
+        setup
+            .store
+            .lease_operation("op-1", "other", ttl)
+            .await
+            .unwrap(),
+        setup
+            .store
+            .lease_operation("op-2", "other", ttl)
+            .await
+            .unwrap(),
+    ];
+    assert_eq!(free.iter().filter(|f| **f).count(), 1, "{free:?}");
     running.stop().await;
 }
 
