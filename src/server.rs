@@ -43,7 +43,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests handled at once per listener; more wait.
-const MAX_CONCURRENT_REQUESTS: usize = 1024;
+pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +307,11 @@ async fn kube_client(config: &Config) -> Result<Option<kube::Client>, Error> {
 
 /// Accepts TLS connections on `listener` and serves `router` until `shutdown`,
 /// then waits up to [`DRAIN_TIMEOUT`] for open connections to finish.
-async fn serve_tls(
+///
+/// Public so the benchmark's baseline webhooks (`benches/baseline_webhook.rs`)
+/// serve through exactly this code: their figures then differ from
+/// rollgate's by the handler alone.
+pub async fn serve_tls(
     name: &'static str,
     listener: TcpListener,
     router: Router,
