@@ -250,7 +250,12 @@ impl RedisStore {
         let mut manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1)
+            // One connection attempt per reconnect, no back-off between
+            // attempts: calls wait for a reconnect in progress, so with
+            // retries a Redis that refuses connections held every gated
+            // review for the whole back-off (over a second) instead of
+            // failing it at once.
+            .set_number_of_retries(0)
             .set_max_delay(Duration::from_secs(1));
         let mut password_file = None;
         if let Some(path) = &options.password_file {

@@ -180,3 +180,90 @@ async fn a_change_that_cannot_be_recorded_is_not_made() {
         "ungated changes are never recorded, so they pass"
     );
 }
+
+/// One review a load worker sent while Redis was up, down or back.
+struct Answer {
+    sent: Instant,
+    took: Duration,
+    allowed: bool,
+    message: String,
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_denies_gated_changes_within_budget_and_recovers() {
+    let mut redis = RedisServer::start(&[]);
+    let yaml = format!("{YAML}  rateLimit: {{limit: 0}}\n");
+    let store = StoreConfig::parse(&redis.url()).unwrap();
+    let s = std::sync::Arc::new(
+        spawn_server_with(tempfile::tempdir().unwrap(), &yaml, Some(store)).await,
+    );
+    s.approved_ticket().await;
+    allowed(&s.review(&restart_by("alice")).await);
+
+    // Eight clients send gated and ungated reviews back to back throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (s, stop) = (s.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                let response = s.review(&restart_by("alice")).await;
+                answers.push(Answer {
+                    sent,
+                    took: sent.elapsed(),
+                    allowed: response["allowed"] == true,
+                    message: response["status"]["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                });
+                let ungated = s.review(&fixture("scale-review.json")).await;
+                assert_eq!(ungated["allowed"], true, "ungated passes throughout");
+            }
+            answers
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let restarted = Instant::now();
+    redis.restart();
+    eventually("gated changes admitted again", || async {
+        s.review(&restart_by("alice")).await["allowed"] == true
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers: Vec<Answer> = workers.join_all().await.into_iter().flatten().collect();
+
+    let before: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.sent + a.took < killed)
+        .collect();
+    let during: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.sent > killed && a.sent + a.took < restarted)
+        .collect();
+    assert!(before.iter().all(|a| a.allowed), "admitted before the kill");
+    assert!(
+        during.len() >= 8,
+        "reviews kept being answered while Redis was down: {}",
+        during.len()
+    );
+    for answer in &during {
+        assert!(!answer.allowed, "a gated change passed without its store");
+        assert!(
+            answer.message.contains("cannot reach its grant store")
+                || answer.message.contains("cannot reach its audit log"),
+            "{}",
+            answer.message
+        );
+        assert!(
+            answer.took < Duration::from_millis(500),
+            "answered within the 500 ms store budget: {:?}",
+            answer.took
+        );
+    }
+}
