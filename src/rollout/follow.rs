@@ -173,7 +173,7 @@ impl Follower {
                 return;
             }
         }
-        tracing::info!(operation = op, "following rollout");
+        tracing::debug!(operation = op, "following rollout");
         let lost = CancellationToken::new();
         let result = tokio::select! {
             result = self.follow_leased(op) => result,

@@ -15,6 +15,7 @@ mod notify;
 mod operations_contract;
 mod persistence;
 mod pins_and_rates;
+mod process;
 mod redeploy;
 mod redis_topologies;
 mod replicas;
