@@ -7,7 +7,7 @@
 //! Ungated requests touch no store.
 
 pub mod decide;
-mod head;
+pub mod head;
 
 use std::time::Instant;
 

@@ -7,7 +7,7 @@
 //! append durable before it returns.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS grant_uses (
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<tokio::sync::Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -98,7 +98,7 @@ impl SqliteStore {
         .await
         .map_err(|_| Error::WorkerGone)??;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
         })
     }
 
@@ -107,15 +107,14 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite inconsistent
-            // (transactions roll back), so a poisoned lock is still usable.
-            let mut guard = conn.lock().unwrap_or_else(|poison| poison.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|_| Error::WorkerGone)?
+        // Wait for the connection here, not on a blocking thread: callers
+        // queued on a lock inside the pool each held a thread (and its
+        // stack and allocator arena) for nothing, and under load the pool
+        // grew to one thread per waiting request.
+        let mut guard = self.conn.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut guard))
+            .await
+            .map_err(|_| Error::WorkerGone)?
     }
 
     /// Runs raw SQL; tests use it to tamper with the audit table directly.
