@@ -44,7 +44,10 @@
 //!   `WAITAOF`. The head it links to is cached, so a replica pays a second
 //!   round trip only when another replica appended since its last append
 //!   (the refusal carries the new head; the first replica refused gets the
-//!   next turn, so none starves).
+//!   next turn, so none starves). Concurrent appends of one process share
+//!   it (group commit, `audit.rs`): those that queue while one is in flight
+//!   go next together, up to 64 script calls in one pipeline (one round trip,
+//!   one `WAITAOF` or fsync), each record linked to the one before it.
 //! - `revoke_grant`: two (read the grant, then remove it from every index in
 //!   one script, pipelined with `WAITAOF`).
 //!
@@ -79,6 +82,7 @@ mod tickets;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
@@ -224,6 +228,22 @@ impl Default for Head {
     }
 }
 
+/// What this process's audit appends cost so far ([`RedisStore::append_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendStats {
+    /// Records appended (stored in the stream).
+    pub records: u64,
+    /// Pipelines of compare-and-append calls sent: one round trip (and one
+    /// fsync) each, whatever the number of records they carry.
+    pub round_trips: u64,
+}
+
+#[derive(Debug, Default)]
+struct AppendCounts {
+    records: AtomicU64,
+    round_trips: AtomicU64,
+}
+
 /// The Redis store. Cheap to clone; clones share the connection and the
 /// cached audit head.
 #[derive(Clone)]
@@ -231,8 +251,13 @@ pub struct RedisStore {
     conn: Connection,
     timeout: Duration,
     durability: Arc<OnceCell<Durability>>,
-    /// Held for a whole append: this process's appends never race each other.
+    /// Held by the leader of a batch of appends for the whole batch (and by
+    /// `append_after`): this process's appends never race each other.
     head: Arc<Mutex<Head>>,
+    /// Appends waiting for the next batch (`audit.rs`, `append_with`).
+    queue: Arc<std::sync::Mutex<Vec<audit::Queued>>>,
+    /// Counts behind [`RedisStore::append_stats`].
+    append_counts: Arc<AppendCounts>,
     /// Names this instance in the audit append's turn key.
     replica: Arc<str>,
 }
@@ -291,6 +316,8 @@ impl RedisStore {
             timeout: options.timeout,
             durability: Arc::default(),
             head: Arc::default(),
+            queue: Arc::default(),
+            append_counts: Arc::default(),
             replica: crate::random_id().into(),
         };
         // Learn the server's durability now, so the first write does not pay
@@ -299,6 +326,15 @@ impl RedisStore {
             tracing::warn!(error = %crate::admission::error_chain(&e), "redis is not reachable yet");
         }
         Ok(store)
+    }
+
+    /// What this process's audit appends cost so far, over every clone of
+    /// this store: how well concurrent appends share round trips.
+    pub fn append_stats(&self) -> AppendStats {
+        AppendStats {
+            records: self.append_counts.records.load(Ordering::Relaxed),
+            round_trips: self.append_counts.round_trips.load(Ordering::Relaxed),
+        }
     }
 
     async fn durability(&self) -> Result<Durability, Error> {

@@ -5,12 +5,18 @@
 //! connection behind a mutex: one writer, which also serialises audit appends
 //! so the chain never forks within a process. `synchronous=FULL` makes an
 //! append durable before it returns.
+//!
+//! Audit appends are group-committed: each queues its record, and whichever
+//! append gets the connection first commits every queued record (up to
+//! [`MAX_BATCH`]) in one transaction, each in a savepoint of its own, so
+//! concurrent appends share one commit and one fsync (`commit_queued`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
 
 use super::Error;
 use crate::audit::chain;
@@ -70,10 +76,28 @@ CREATE TABLE IF NOT EXISTS grant_uses (
 );
 ";
 
+/// Most audit appends one transaction carries.
+const MAX_BATCH: usize = 64;
+
+/// What an audit append's caller gets back.
+type Answer = Result<Result<AuditRecord, LimitHit>, Error>;
+
+/// An audit append waiting for a transaction (see `append_with`).
+struct Queued {
+    record: AuditRecord,
+    limits: AdmissionLimits,
+    done: oneshot::Sender<Answer>,
+}
+
+type Queue = Arc<Mutex<Vec<Queued>>>;
+
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Taken asynchronously, so waiting for it holds no blocking thread.
     conn: Arc<tokio::sync::Mutex<Connection>>,
+    /// Audit appends waiting for the next transaction.
+    queue: Queue,
 }
 
 impl SqliteStore {
@@ -99,7 +123,39 @@ impl SqliteStore {
         .map_err(|_| Error::WorkerGone)??;
         Ok(Self {
             conn: Arc::new(tokio::sync::Mutex::new(conn)),
+            queue: Queue::default(),
         })
+    }
+
+    /// Appends `record` if `limits` allow, sharing a transaction with the
+    /// appends queued at the same time.
+    ///
+    /// The record is queued, then a job on the blocking pool commits what is
+    /// queued when it gets the connection: this record, unless an earlier
+    /// job took it. A job runs to its end even if the caller's future is
+    /// dropped (the webhook's timeout), so it answers every record it takes;
+    /// records whose callers gave up before a job took them are skipped.
+    async fn append_with(&self, record: AuditRecord, limits: AdmissionLimits) -> Answer {
+        let (done, answer) = oneshot::channel();
+        queued(&self.queue).push(Queued {
+            record,
+            limits,
+            done,
+        });
+        let mut answer = std::pin::pin!(answer);
+        tokio::select! {
+            biased;
+            // An earlier job took the record: nothing left to do here.
+            answered = &mut answer => return answered.unwrap_or(Err(Error::WorkerGone)),
+            mut conn = self.conn.clone().lock_owned() => {
+                let queue = self.queue.clone();
+                // Not awaited: the job answers through `done`, and runs to
+                // its end even if this future is dropped.
+                drop(tokio::task::spawn_blocking(move || commit_queued(&mut conn, &queue)));
+            }
+        }
+        // Dropped unanswered only if the job panicked or the runtime stopped.
+        answer.await.unwrap_or(Err(Error::WorkerGone))
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -352,11 +408,99 @@ impl GrantStore for SqliteStore {
     }
 }
 
-/// Chains `record` after the current head and inserts it, inside `tx`.
-fn append_in(
-    tx: &rusqlite::Transaction<'_>,
-    mut record: AuditRecord,
-) -> Result<AuditRecord, Error> {
+fn queued(queue: &Mutex<Vec<Queued>>) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+    // Nothing panics while holding it; a poisoned queue is still whole.
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Commits up to [`MAX_BATCH`] queued appends in one transaction and answers
+/// each. Each record is checked and appended in a savepoint of its own, so
+/// one that fails (or is refused by a limit) leaves no trace and the others
+/// still go in; a failed commit fails every record of the batch.
+fn commit_queued(c: &mut Connection, queue: &Mutex<Vec<Queued>>) {
+    let batch: Vec<Queued> = {
+        let mut queue = queued(queue);
+        // Callers that gave up (their future was dropped) are not appended.
+        queue.retain(|q| !q.done.is_closed());
+        let take = queue.len().min(MAX_BATCH);
+        queue.drain(..take).collect()
+    };
+    if batch.is_empty() {
+        return;
+    }
+    // IMMEDIATE takes the write lock first, so two processes on one file
+    // cannot both read the same head and fork the chain.
+    let mut tx = match c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            for q in batch {
+                let _ = q.done.send(Err(each_caller(&e)));
+            }
+            return;
+        }
+    };
+    let mut answered = Vec::with_capacity(batch.len());
+    for q in batch {
+        let answer = tx.savepoint().map_err(Error::from).and_then(|mut sp| {
+            let answer = admit(&sp, q.record, &q.limits)?;
+            if answer.is_ok() {
+                sp.commit()?;
+            } else {
+                // A refusal writes nothing; undo the savepoint anyway.
+                sp.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+            }
+            Ok(answer)
+        });
+        answered.push((q.done, answer));
+    }
+    let committed = tx.commit();
+    for (done, answer) in answered {
+        let answer = match (&committed, answer) {
+            (Err(e), Ok(_)) => Err(each_caller(e)),
+            (_, answer) => answer,
+        };
+        // A caller that gave up meanwhile has no receiver left.
+        let _ = done.send(answer);
+    }
+}
+
+/// Appends `record` after the current head unless `limits` refuse it, and
+/// counts the grant use, inside `conn`'s open transaction or savepoint.
+fn admit(
+    conn: &Connection,
+    record: AuditRecord,
+    limits: &AdmissionLimits,
+) -> Result<Result<AuditRecord, LimitHit>, Error> {
+    if let Some(hit) = limit_hit(conn, &record, limits)? {
+        return Ok(Err(hit));
+    }
+    let record = append_in(conn, record)?;
+    if let Some(uses) = &limits.grant_uses {
+        conn.execute(
+            "INSERT INTO grant_uses (jti, uses, expires_at) VALUES (?1, 1, ?2)
+             ON CONFLICT (jti) DO UPDATE SET uses = uses + 1",
+            params![uses.jti, uses.expires_at],
+        )?;
+    }
+    Ok(Ok(record))
+}
+
+/// A copy of `e` for one more caller (`rusqlite::Error` is not `Clone`).
+fn each_caller(e: &rusqlite::Error) -> Error {
+    Error::Sqlite(match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
+    })
+}
+
+/// Chains `record` after the current head and inserts it, inside `tx` (an
+/// open transaction or savepoint).
+fn append_in(tx: &Connection, mut record: AuditRecord) -> Result<AuditRecord, Error> {
     let head: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -455,7 +599,7 @@ fn readable(seq: u64, body: &str) -> AuditRecord {
 /// The limit an admission of `record` would exceed, if any. The rate limit
 /// counts the ALLOWED admissions of the application already in the trail.
 fn limit_hit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     record: &AuditRecord,
     limits: &AdmissionLimits,
 ) -> Result<Option<LimitHit>, Error> {
@@ -502,15 +646,11 @@ fn limit_hit(
 #[async_trait]
 impl AuditLog for SqliteStore {
     async fn append(&self, record: AuditRecord) -> Result<AuditRecord, Error> {
-        self.with(move |c| {
-            // IMMEDIATE takes the write lock first, so two processes on one
-            // file cannot both read the same head and fork the chain.
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let record = append_in(&tx, record)?;
-            tx.commit()?;
-            Ok(record)
-        })
-        .await
+        match self.append_with(record, AdmissionLimits::default()).await? {
+            Ok(record) => Ok(record),
+            // No limits were asked for, so none can be hit.
+            Err(_) => Err(Error::ChainContention(0)),
+        }
     }
 
     async fn append_admission(
@@ -518,24 +658,7 @@ impl AuditLog for SqliteStore {
         record: AuditRecord,
         limits: &AdmissionLimits,
     ) -> Result<Result<AuditRecord, LimitHit>, Error> {
-        let limits = limits.clone();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(hit) = limit_hit(&tx, &record, &limits)? {
-                return Ok(Err(hit));
-            }
-            let record = append_in(&tx, record)?;
-            if let Some(uses) = &limits.grant_uses {
-                tx.execute(
-                    "INSERT INTO grant_uses (jti, uses, expires_at) VALUES (?1, 1, ?2)
-                     ON CONFLICT (jti) DO UPDATE SET uses = uses + 1",
-                    params![uses.jti, uses.expires_at],
-                )?;
-            }
-            tx.commit()?;
-            Ok(Ok(record))
-        })
-        .await
+        self.append_with(record, limits.clone()).await
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {

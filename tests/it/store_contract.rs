@@ -315,6 +315,8 @@ contract!(
     audit_query_filters_pages_and_cursor,
     audit_query_by_operation_finds_every_record_of_it,
     concurrent_appends_from_two_instances_keep_one_chain,
+    concurrent_appends_from_one_instance_share_round_trips,
+    appends_given_up_by_their_callers_leave_the_others_answered,
     tampering_with_a_stored_record_names_the_first_bad_id,
 );
 
@@ -1447,6 +1449,132 @@ async fn concurrent_appends_from_two_instances_keep_one_chain(b: &Backend) {
         assert!(report.ok, "one valid chain: {report:?}");
         assert_eq!(report.records, 80);
     }
+}
+
+/// The audit log of one more instance on `b`; on Redis also the store itself,
+/// for its [`append_stats`](rollgate::store::redis::RedisStore::append_stats).
+async fn open_audit(
+    b: &Backend,
+) -> (
+    std::sync::Arc<dyn rollgate::audit::AuditLog>,
+    Option<rollgate::store::redis::RedisStore>,
+) {
+    match b.config() {
+        StoreConfig::Redis(url) => {
+            let store = rollgate::store::redis::RedisStore::open(&url, &RedisOptions::default())
+                .await
+                .unwrap();
+            (std::sync::Arc::new(store.clone()), Some(store))
+        }
+        StoreConfig::Sqlite(_) => (b.open().await.audit, None),
+    }
+}
+
+/// The webhook under load: 200 appends at once from one instance, a quarter
+/// of them admissions of a grant with `maxUses` 20. Each gets its own answer,
+/// the grant admits exactly 20, the chain stays one, and on Redis the appends
+/// share round trips (group commit) instead of paying one each.
+async fn concurrent_appends_from_one_instance_share_round_trips(b: &Backend) {
+    use rollgate::audit::{AdmissionLimits, GrantUses, LimitHit};
+    let (audit, redis) = open_audit(b).await;
+    let limits = AdmissionLimits {
+        grant_uses: Some(GrantUses {
+            jti: "g-twenty".into(),
+            max: 20,
+            expires_at: now() + 600,
+        }),
+        rate: None,
+    };
+    let base = Timestamp::now();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (audit, limits) = (audit.clone(), limits.clone());
+            tokio::spawn(async move {
+                if i % 4 == 0 {
+                    let r = mk_admission("web", base);
+                    (true, audit.append_admission(r, &limits).await.unwrap())
+                } else {
+                    (false, Ok(audit.append(mk_record(i, base)).await.unwrap()))
+                }
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let (mut admitted, mut used_up) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (limited, Ok(record)) => {
+                admitted += usize::from(limited);
+                ids.push(record.id.parse::<u64>().unwrap());
+            }
+            (_, Err(hit)) => {
+                assert_eq!(hit, LimitHit::UsedUp { max: 20 });
+                used_up += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (admitted, used_up),
+        (20, 30),
+        "the grant admits exactly maxUses"
+    );
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=170).collect::<Vec<_>>(),
+        "every append got its own id"
+    );
+    let report = audit.verify().await.unwrap();
+    assert!(report.ok, "one valid chain: {report:?}");
+    assert_eq!(report.records, 170);
+    if let Some(store) = redis {
+        let stats = store.append_stats();
+        assert_eq!(stats.records, 170, "{stats:?}");
+        assert!(
+            stats.round_trips * 5 <= stats.records,
+            "concurrent appends share round trips: {stats:?}"
+        );
+    }
+}
+
+/// Callers that give up (the webhook's timeout drops their future) while
+/// their appends wait, or lead a batch, leave every other caller answered,
+/// and the chain whole.
+async fn appends_given_up_by_their_callers_leave_the_others_answered(b: &Backend) {
+    let (audit, _) = open_audit(b).await;
+    let base = Timestamp::now();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let audit = audit.clone();
+            tokio::spawn(async move {
+                let append = audit.append(mk_record(i, base));
+                if i % 2 == 0 {
+                    let _ =
+                        tokio::time::timeout(Duration::from_micros(200 * (i as u64 % 7)), append)
+                            .await;
+                    None
+                } else {
+                    Some(append.await.unwrap().id)
+                }
+            })
+        })
+        .collect();
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut answered = 0;
+        for task in tasks {
+            answered += usize::from(task.await.unwrap().is_some());
+        }
+        answered
+    })
+    .await
+    .expect("no caller waits forever");
+    assert_eq!(answered, 50);
+    let report = audit.verify().await.unwrap();
+    assert!(report.ok, "one valid chain: {report:?}");
+    assert!(
+        (50..=100).contains(&report.records),
+        "the answered appends, and maybe some given up: {report:?}"
+    );
 }
 
 async fn tampering_with_a_stored_record_names_the_first_bad_id(b: &Backend) {
