@@ -188,6 +188,11 @@ def machine():
     return f"{os.cpu_count()} x {model}, {os.sysconf('SC_PHYS_PAGES') * PAGE // MIB // 1024} GiB, Linux {platform.release()}; " + "; ".join(versions)
 
 
+def filesystem(path):
+    out = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True, text=True).stdout.split()
+    return out[-1] if out else "unknown filesystem"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--oha", required=True)
@@ -196,6 +201,8 @@ def main():
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--soak", type=int, default=0, help="also run a mixed load at concurrency 32 for SECONDS, sampling RSS")
     ap.add_argument("--json", help="also write every figure to this file")
+    ap.add_argument("--redis-dir", help="directory of the benchmark Redis's AOF (default: a temporary directory on "
+                    "the same disk as the others; /dev/shm shows rollgate's own cost without the disk's fsync)")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
@@ -207,6 +214,8 @@ def main():
         for s in servers:
             s.stop()
         shutil.rmtree(work, ignore_errors=True)
+        for leftover in Path(args.redis_dir or tempfile.gettempdir()).glob("rollgate-bench-redis-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def start_rollgate(name, work, users, config, store, servers):
@@ -247,8 +256,8 @@ def run(args, levels, work, servers):
     config.write_text("policy:\n  protectedNamespaces: [production]\n  rateLimit: {limit: 0}\n")
 
     redis_port = free_port()
-    (work / "redis").mkdir()
-    redis = Server("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(work / "redis"),
+    redis_dir = Path(tempfile.mkdtemp(prefix="rollgate-bench-redis-", dir=args.redis_dir))
+    redis = Server("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--dir", str(redis_dir),
                              "--appendonly", "yes", "--appendfsync", "always", "--save", ""], work)
     servers.append(redis)
     wait_until("redis-server", lambda: socket.create_connection(("127.0.0.1", redis_port), 1).close() is None)
@@ -294,6 +303,7 @@ def run(args, levels, work, servers):
         "redis gated": {"server": on_redis, "url": url(redis_ports["webhook"]), "body": GATED_BODY},
     }
     print(f"machine: {machine()}")
+    print(f"Redis: AOF on, appendfsync always, in {redis_dir} ({filesystem(redis_dir)})")
     print(f"body: {GATED_BODY.name} ({GATED_BODY.stat().st_size} bytes) gated, {UNGATED_BODY.name} ungated; "
           f"{args.rounds} rounds x {args.seconds}s per target and concurrency, interleaved; oha {subprocess.run([args.oha, '--version'], capture_output=True, text=True).stdout.strip()}")
     print("idle RSS before load: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in idle.items()))
