@@ -117,9 +117,19 @@ impl Follower {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(op) = wake.recv() => self.start(&mut tasks, op, &shutdown),
+                Some(op) = wake.recv() => {
+                    // Without a cluster there is nothing to watch: an
+                    // operation only ends at its deadline, which the scan
+                    // finds, so a fresh one is not even looked at.
+                    if self.client.is_some() {
+                        self.start(&mut tasks, op, &shutdown);
+                    }
+                }
                 _ = scan.tick() => {
-                    match self.leases.open_operations(1000).await {
+                    // Oldest first: without a cluster only the oldest can be
+                    // past their deadline, so a short list is enough.
+                    let batch = if self.client.is_some() { 1000 } else { 100 };
+                    match self.leases.open_operations(batch).await {
                         Ok(ops) => {
                             for op in ops {
                                 self.start(&mut tasks, op, &shutdown);
