@@ -145,12 +145,23 @@ impl Binary {
         assert_eq!(approved.status(), StatusCode::OK);
     }
 
-    /// The response of the sample review (a restart by alice), as `user`.
-    async fn review_as(&self, http: &reqwest::Client, user: &str) -> reqwest::Result<Value> {
-        let body = String::from_utf8_lossy(&self.review).replace(
-            "\"username\":\"alice\"",
-            &format!("\"username\":\"{user}\""),
-        );
+    /// The response to the sample review (alice's restart in `production`)
+    /// sent as `user` in `namespace`.
+    async fn review(
+        &self,
+        http: &reqwest::Client,
+        user: &str,
+        namespace: &str,
+    ) -> reqwest::Result<Value> {
+        let body = String::from_utf8_lossy(&self.review)
+            .replace(
+                "\"username\":\"alice\"",
+                &format!("\"username\":\"{user}\""),
+            )
+            .replace(
+                "\"namespace\":\"production\"",
+                &format!("\"namespace\":\"{namespace}\""),
+            );
         let reply = http
             .post(&self.webhook)
             .header("content-type", "application/json")
@@ -159,6 +170,11 @@ impl Binary {
             .await?;
         assert_eq!(reply.status(), StatusCode::OK);
         Ok(reply.json::<Value>().await?["response"].clone())
+    }
+
+    /// The sample review in `production` (gated), as `user`.
+    async fn review_as(&self, http: &reqwest::Client, user: &str) -> reqwest::Result<Value> {
+        self.review(http, user, "production").await
     }
 
     async fn verify(&self) -> Value {
@@ -290,26 +306,13 @@ async fn a_thousand_concurrent_reviews_are_all_answered_in_bounded_memory() {
                 // `staging` is not gated.
                 let user = if i % 2 == 0 { "alice" } else { "mallory" };
                 let staging = i % 3 == 0;
-                let mut body = String::from_utf8_lossy(&binary.review).replace(
-                    "\"username\":\"alice\"",
-                    &format!("\"username\":\"{user}\""),
-                );
-                if staging {
-                    body =
-                        body.replace("\"namespace\":\"production\"", "\"namespace\":\"staging\"");
-                }
-                let reply = binary
-                    .http
-                    .post(&binary.webhook)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
+                let namespace = if staging { "staging" } else { "production" };
+                let response = binary
+                    .review(&binary.http, user, namespace)
                     .await
                     .expect("every review is answered");
-                assert_eq!(reply.status(), StatusCode::OK);
-                let response: Value = reply.json().await.unwrap();
                 let expected = staging || user == "alice";
-                assert_eq!(response["response"]["allowed"], expected, "{response}");
+                assert_eq!(response["allowed"], expected, "{response}");
             });
         }
         reviews.join_all()
@@ -365,20 +368,11 @@ async fn a_disk_that_takes_no_more_writes_fails_closed_and_corrupts_nothing() {
         message.contains("cannot reach its audit log") && message.contains("fails closed"),
         "{message}"
     );
-    let staging = String::from_utf8_lossy(&binary.review)
-        .replace("\"namespace\":\"production\"", "\"namespace\":\"staging\"");
-    let ungated: Value = binary
-        .http
-        .post(&binary.webhook)
-        .header("content-type", "application/json")
-        .body(staging)
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let ungated = binary
+        .review(&binary.http, "alice", "staging")
         .await
         .unwrap();
-    assert_eq!(ungated["response"]["allowed"], true, "ungated still pass");
+    assert_eq!(ungated["allowed"], true, "ungated still pass");
     let ticket = binary
         .http
         .post(format!("{}/v1/tickets", binary.api))
@@ -436,22 +430,11 @@ async fn allowed_requests_write_no_log_line_at_the_default_level() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = binary.log();
 
-    let staging = String::from_utf8_lossy(&binary.review)
-        .replace("\"namespace\":\"production\"", "\"namespace\":\"staging\"");
     for _ in 0..25 {
-        assert_eq!(
-            binary.review_as(&binary.http, "alice").await.unwrap()["allowed"],
-            true
-        );
-        let ungated = binary
-            .http
-            .post(&binary.webhook)
-            .header("content-type", "application/json")
-            .body(staging.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ungated.status(), StatusCode::OK);
+        for namespace in ["production", "staging"] {
+            let response = binary.review(&binary.http, "alice", namespace).await;
+            assert_eq!(response.unwrap()["allowed"], true, "{namespace}");
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = binary.log();
