@@ -114,22 +114,23 @@ impl Binary {
         self.child.id().unwrap().to_string()
     }
 
-    /// alice files a ticket for the sample review's application; bob approves it.
-    async fn grant_alice(&self) {
-        let ticket: Value = self
-            .http
+    /// alice files a ticket for the sample review's application.
+    async fn file_ticket(&self, reason: &str) -> reqwest::Response {
+        self.http
             .post(format!("{}/v1/tickets", self.api))
             .bearer_auth(&self.alice)
             .json(
                 &json!({"namespace": "production", "application": "checkout-api",
-                          "action": "restart", "reason": "load test"}),
+                          "action": "restart", "reason": reason}),
             )
             .send()
             .await
             .unwrap()
-            .json()
-            .await
-            .unwrap();
+    }
+
+    /// alice files a ticket for the sample review's application; bob approves it.
+    async fn grant_alice(&self) {
+        let ticket: Value = self.file_ticket("load test").await.json().await.unwrap();
         let approved = self
             .http
             .post(format!(
@@ -373,17 +374,7 @@ async fn a_disk_that_takes_no_more_writes_fails_closed_and_corrupts_nothing() {
         .await
         .unwrap();
     assert_eq!(ungated["allowed"], true, "ungated still pass");
-    let ticket = binary
-        .http
-        .post(format!("{}/v1/tickets", binary.api))
-        .bearer_auth(&binary.alice)
-        .json(
-            &json!({"namespace": "production", "application": "checkout-api",
-                      "action": "restart", "reason": "while the disk is full"}),
-        )
-        .send()
-        .await
-        .unwrap();
+    let ticket = binary.file_ticket("while the disk is full").await;
     assert!(
         ticket.status().is_server_error(),
         "a ticket that cannot be stored is refused: {}",
