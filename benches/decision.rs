@@ -12,13 +12,12 @@
 //! `cargo bench --bench decision`; under `cargo test` each runs once.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::core::admission::AdmissionRequest;
 use rollgate::admission::head::ReviewHead;
 use rollgate::config::GrantSettings;
 use rollgate::grants::verify::GrantIssuer;
 use rollgate::grants::{GrantVerifier, KeySet, SigningKey, StoredGrant};
-use rollgate::policy::{self, Gate, Policy};
+use rollgate::policy::{self, Gate, Policy, Workload};
 use std::collections::BTreeSet;
 use std::hint::black_box;
 
@@ -76,9 +75,8 @@ fn fixture() -> Fixture {
     }
 }
 
-fn full_parse(body: &str) -> AdmissionRequest<DynamicObject> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_str(body).unwrap();
-    review.try_into().unwrap()
+fn full_parse(body: &str) -> AdmissionRequest<Workload> {
+    rollgate::admission::parse_review(body.as_bytes()).unwrap()
 }
 
 fn benches(c: &mut Criterion) {

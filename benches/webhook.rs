@@ -14,8 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use rollgate::config::{Config, GrantSettings};
 use rollgate::grants::verify::GrantIssuer;
 use rollgate::grants::{GrantVerifier, KeySet, SigningKey, StoredGrant};
@@ -75,8 +73,7 @@ fn pure_path(iterations: usize) {
     let wall = Instant::now();
     for _ in 0..iterations {
         let t = Instant::now();
-        let review: AdmissionReview<DynamicObject> = serde_json::from_str(FIXTURE).unwrap();
-        let req: AdmissionRequest<DynamicObject> = review.try_into().unwrap();
+        let req = rollgate::admission::parse_review(FIXTURE.as_bytes()).unwrap();
         let Gate::Gated(change) = policy::classify(&req, &policy, &labelled) else {
             panic!("fixture must be gated")
         };

@@ -6,8 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::AdmissionResponse;
 use libfuzzer_sys::fuzz_target;
 use rollgate::admission::{Decision, Unavailable, decide};
 use rollgate::grants::verify::GrantIssuer;
@@ -60,16 +59,12 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let world = &*WORLD;
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(data) {
-        Ok(review) => review,
-        Err(e) => {
-            let invalid = AdmissionResponse::invalid(format!("not an AdmissionReview v1: {e}"));
-            let _ = serde_json::to_vec(&invalid.into_review());
+    let req = match rollgate::admission::parse_review(data) {
+        Ok(req) => req,
+        Err(reason) => {
+            let _ = serde_json::to_vec(&AdmissionResponse::invalid(reason).into_review());
             return;
         }
-    };
-    let Ok(req): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else {
-        return;
     };
     let base = AdmissionResponse::from(&req);
     let (change, decision) = match policy::classify(&req, &world.policy, &world.labelled) {

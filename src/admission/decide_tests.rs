@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::core::admission::AdmissionRequest;
 use serde_json::{Value, json};
 
 use super::*;
@@ -14,7 +13,7 @@ use crate::config::GrantSettings;
 use crate::grants::keys::generate_pem;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{KeySet, SigningKey};
-use crate::policy::{Gate, Policy, classify};
+use crate::policy::{Gate, Policy, Workload, classify};
 
 const FIXTURE: &str = include_str!("../../tests/data/restart-review.json");
 const API_URL: &str = "https://rollgate.example.com:8444";
@@ -27,12 +26,11 @@ const TTL: i64 = 2 * 3600;
 
 // === builders ===
 
-/// The fixture's `request`, edited by `edit`, parsed as kube-rs parses it.
-fn mk_request(edit: impl FnOnce(&mut Value)) -> AdmissionRequest<DynamicObject> {
+/// The fixture's `request`, edited by `edit`, parsed as the webhook parses it.
+fn mk_request(edit: impl FnOnce(&mut Value)) -> AdmissionRequest<Workload> {
     let mut review: Value = serde_json::from_str(FIXTURE).unwrap();
     edit(&mut review["request"]);
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).unwrap();
-    review.try_into().unwrap()
+    crate::admission::parse_review(review.to_string().as_bytes()).unwrap()
 }
 
 /// The gated change `classify` makes of the edited fixture (production protected).

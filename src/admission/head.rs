@@ -141,7 +141,8 @@ mod tests {
         for namespace in ["production", "payments", "staging"] {
             let body = in_namespace(namespace);
             let head = ReviewHead::parse(body.as_bytes()).unwrap();
-            let full = policy::classify(&full_parse(&body), &policy, &labelled);
+            let req = crate::admission::parse_review(body.as_bytes()).unwrap();
+            let full = policy::classify(&req, &policy, &labelled);
             match head.ungated(&policy, &labelled) {
                 Some(reason) => assert_eq!(full, policy::Gate::Ungated(reason), "{namespace}"),
                 None => assert!(matches!(full, policy::Gate::Gated(_)), "{namespace}"),
@@ -152,6 +153,39 @@ mod tests {
                 .unwrap()
                 .ungated(&policy, &labelled),
             Some(UngatedReason::NamespaceNotProtected)
+        );
+    }
+
+    #[test]
+    fn the_webhook_reads_a_request_as_kube_reads_it() {
+        for body in [FIXTURE.to_owned(), in_namespace("staging")] {
+            let ours = crate::admission::parse_review(body.as_bytes()).unwrap();
+            let kubes = full_parse(&body);
+            assert_eq!(
+                serde_json::to_value(AdmissionResponse::from(&ours).into_review()).unwrap(),
+                serde_json::to_value(AdmissionResponse::from(&kubes).into_review()).unwrap()
+            );
+            assert_eq!(
+                (&ours.name, &ours.namespace, &ours.user_info, ours.dry_run),
+                (
+                    &kubes.name,
+                    &kubes.namespace,
+                    &kubes.user_info,
+                    kubes.dry_run
+                )
+            );
+            let (new, kube_new) = (ours.object.unwrap(), kubes.object.unwrap());
+            assert_eq!(new.metadata.labels, kube_new.metadata.labels);
+            let template: serde_json::Value =
+                serde_json::from_str(new.template().unwrap().get()).unwrap();
+            assert_eq!(template, kube_new.data["spec"]["template"]);
+        }
+        assert_eq!(
+            crate::admission::parse_review(
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#
+            )
+            .unwrap_err(),
+            "AdmissionReview has no request"
         );
     }
 

@@ -17,15 +17,16 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, TypeMeta};
+use serde::Deserialize;
 
 pub use decide::{Decision, DenyReason, Unavailable, decide};
 use head::ReviewHead;
 
 use crate::audit::{AdmissionLimits, AuditEvent, AuditRecord, GrantUses, LimitHit, RateCheck};
 use crate::config::FailureMode;
-use crate::policy::{self, Gate, GatedChange};
+use crate::policy::{self, Gate, GatedChange, Workload};
 use crate::state::AppState;
 
 /// Largest AdmissionReview accepted: two objects of up to 1.5 MiB each, plus room.
@@ -73,13 +74,9 @@ async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
         );
         return json_response(StatusCode::OK, &head.allow().into_review());
     }
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(e) => return invalid(format!("body is not an AdmissionReview v1: {e}")),
-    };
-    let req: AdmissionRequest<DynamicObject> = match review.try_into() {
+    let req = match parse_review(&body) {
         Ok(req) => req,
-        Err(_) => return invalid("AdmissionReview has no request".into()),
+        Err(reason) => return invalid(reason),
     };
     let response = review_request(&state, &req).await;
     let kind = req.kind.kind.as_str();
@@ -91,10 +88,40 @@ async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     json_response(StatusCode::OK, &response.0.into_review())
 }
 
+/// The review's envelope, with the request's objects as [`Workload`]s.
+///
+/// kube's `AdmissionReview` flattens its `TypeMeta`, which makes serde
+/// buffer the whole review (both objects) before reading it; this envelope
+/// names the two fields instead, so the request is read in one pass.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewEnvelope {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest<Workload>>,
+}
+
+/// Reads an AdmissionReview v1 body into kube's request type, or says what
+/// is wrong with it.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<Workload>, String> {
+    let envelope: ReviewEnvelope = serde_json::from_slice(body)
+        .map_err(|e| format!("body is not an AdmissionReview v1: {e}"))?;
+    let mut req = envelope
+        .request
+        .ok_or_else(|| "AdmissionReview has no request".to_owned())?;
+    // What kube's conversion from a review does: the answer echoes them.
+    req.types = TypeMeta {
+        api_version: envelope.api_version,
+        kind: envelope.kind,
+    };
+    Ok(req)
+}
+
 /// Answers one parsed request; returns the response and the metric label.
 async fn review_request(
     state: &AppState,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<Workload>,
 ) -> (AdmissionResponse, &'static str) {
     let base = AdmissionResponse::from(req);
     let (change, decision) = match policy::classify(req, &state.policy, &*state.namespaces) {
@@ -219,7 +246,7 @@ async fn lookup_grant(
 /// grant's uses, the application's rate): `Ok(Some(hit))` when one said no.
 async fn record(
     state: &AppState,
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<Workload>,
     change: &GatedChange,
     decision: &Decision,
 ) -> Result<Option<LimitHit>, Unavailable> {

@@ -2,12 +2,13 @@
 //! changes per container (by name, in `containers` and `initContainers`),
 //! and whether anything else in the template moved. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::RESTARTED_AT;
+use super::workload::{ContainerParts, TemplateParts};
 
 /// What kind of gated change a diff is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,86 +82,83 @@ impl TemplateDiff {
     }
 }
 
-/// Diffs the pod templates of two workload objects (`data` of a DynamicObject).
-/// `None` when either side has no readable `spec.template`.
-pub fn diff(old: &serde_json::Value, new: &serde_json::Value) -> Option<TemplateDiff> {
-    let old_raw = old.get("spec")?.get("template")?;
-    let new_raw = new.get("spec")?.get("template")?;
-    if old_raw == new_raw {
+/// Diffs two pod templates (`spec.template` of the old and new object).
+/// `None` when either side has none or it cannot be read.
+pub fn diff(old: Option<&RawValue>, new: Option<&RawValue>) -> Option<TemplateDiff> {
+    let (old_raw, new_raw) = (old?, new?);
+    if old_raw.get() == new_raw.get() {
         return Some(TemplateDiff::default());
     }
-    let old_tpl = PodTemplateSpec::deserialize(old_raw).ok()?;
-    let new_tpl = PodTemplateSpec::deserialize(new_raw).ok()?;
+    let old_tpl = TemplateParts::parse(old_raw)?;
+    let new_tpl = TemplateParts::parse(new_raw)?;
 
-    let restarted_at = |t: &PodTemplateSpec| {
-        t.metadata
-            .as_ref()
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(RESTARTED_AT))
-            .cloned()
-    };
-    let (before, after) = (restarted_at(&old_tpl), restarted_at(&new_tpl));
-
-    let empty = Vec::new();
-    let spec_of = |t: &PodTemplateSpec| t.spec.clone();
-    let (old_spec, new_spec) = (spec_of(&old_tpl), spec_of(&new_tpl));
+    let (before, after) = (
+        old_tpl.annotation(RESTARTED_AT),
+        new_tpl.annotation(RESTARTED_AT),
+    );
     let mut images = Vec::new();
     image_changes(
-        old_spec.as_ref().map_or(&empty, |s| &s.containers),
-        new_spec.as_ref().map_or(&empty, |s| &s.containers),
+        old_tpl.containers(),
+        new_tpl.containers(),
         false,
         &mut images,
     );
     image_changes(
-        old_spec
-            .as_ref()
-            .and_then(|s| s.init_containers.as_ref())
-            .unwrap_or(&empty),
-        new_spec
-            .as_ref()
-            .and_then(|s| s.init_containers.as_ref())
-            .unwrap_or(&empty),
+        old_tpl.init_containers(),
+        new_tpl.init_containers(),
         true,
         &mut images,
     );
-
+    let restarted = before != after;
+    // The API server writes both objects alike, so different text almost
+    // always means a different template; only when nothing gated moved
+    // (and `gateAnyTemplateChange` may ask) is it worth comparing values,
+    // so that key order or spacing never counts as a change.
+    let template_changed = restarted || !images.is_empty() || !same_json(old_raw, new_raw);
     Some(TemplateDiff {
-        restarted: before != after,
-        restarted_at: after,
+        restarted,
+        restarted_at: after.map(str::to_owned),
         images,
-        template_changed: true,
+        template_changed,
     })
 }
 
-fn image_changes(old: &[Container], new: &[Container], init: bool, out: &mut Vec<ImageChange>) {
-    let index = |list: &[Container]| -> BTreeMap<String, Option<String>> {
-        list.iter()
-            .map(|c| (c.name.clone(), c.image.clone()))
-            .collect()
-    };
-    let (old, new) = (index(old), index(new));
-    let names: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+fn same_json(a: &RawValue, b: &RawValue) -> bool {
+    let value = |raw: &RawValue| serde_json::from_str::<serde_json::Value>(raw.get()).ok();
+    matches!((value(a), value(b)), (Some(a), Some(b)) if a == b)
+}
+
+fn image_changes(
+    old: &[ContainerParts<'_>],
+    new: &[ContainerParts<'_>],
+    init: bool,
+    out: &mut Vec<ImageChange>,
+) {
+    let (old, new) = (images_by_name(old), images_by_name(new));
+    let names: BTreeSet<&str> = old.keys().chain(new.keys()).copied().collect();
     for name in names {
-        let before = old.get(name).cloned().flatten();
-        let after = new.get(name).cloned().flatten();
+        let before = old.get(name).copied().flatten();
+        let after = new.get(name).copied().flatten();
         if before != after {
             out.push(ImageChange {
-                container: name.clone(),
+                container: name.to_owned(),
                 init,
-                previous_image: before,
-                current_image: after,
+                previous_image: before.map(str::to_owned),
+                current_image: after.map(str::to_owned),
             });
         }
     }
 }
 
-/// Reads one annotation of the pod template of a workload object.
-pub fn template_annotation(obj: &serde_json::Value, key: &str) -> Option<String> {
-    obj.get("spec")?
-        .get("template")?
-        .get("metadata")?
-        .get("annotations")?
-        .get(key)?
-        .as_str()
+fn images_by_name<'a>(list: &'a [ContainerParts<'_>]) -> BTreeMap<&'a str, Option<&'a str>> {
+    list.iter()
+        .map(|c| (c.name.as_ref(), c.image.as_deref()))
+        .collect()
+}
+
+/// Reads one annotation of a pod template.
+pub fn template_annotation(template: Option<&RawValue>, key: &str) -> Option<String> {
+    TemplateParts::parse(template?)?
+        .annotation(key)
         .map(str::to_owned)
 }

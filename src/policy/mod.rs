@@ -8,14 +8,15 @@
 
 pub mod change;
 pub mod index;
+pub mod workload;
 
 use std::collections::BTreeSet;
 
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde::{Deserialize, Serialize};
 
 pub use change::{ChangeKind, ImageChange, TemplateDiff};
+pub use workload::Workload;
 
 use crate::config::FailureMode;
 
@@ -224,7 +225,7 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    pub fn of(req: &'a AdmissionRequest<DynamicObject>) -> Self {
+    pub fn of(req: &'a AdmissionRequest<Workload>) -> Self {
         Self {
             group: &req.kind.group,
             kind: &req.kind.kind,
@@ -271,7 +272,7 @@ pub fn screen(
 /// Pure: reads only its arguments. `labelled` answers for namespaces
 /// protected by label rather than by name.
 pub fn classify(
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<Workload>,
     policy: &Policy,
     labelled: &dyn LabelledNamespaces,
 ) -> Gate {
@@ -283,7 +284,7 @@ pub fn classify(
     let (Some(old), Some(new)) = (&req.old_object, &req.object) else {
         return Gate::Ungated(UngatedReason::Unreadable);
     };
-    let Some(diff) = change::diff(&old.data, &new.data) else {
+    let Some(diff) = change::diff(old.template(), new.template()) else {
         return Gate::Ungated(UngatedReason::Unreadable);
     };
     let gated = diff.kind().is_some() || (policy.gate_any_template_change && diff.template_changed);
@@ -306,13 +307,13 @@ pub fn classify(
         kind,
         namespace: namespace.to_owned(),
         name: req.name.clone(),
-        application: application_name(new),
+        application: application_of(&new.metadata),
         redeploy: (requester.username == policy.rollgate_username)
-            .then(|| change::template_annotation(&new.data, GRANT_ANNOTATION))
+            .then(|| change::template_annotation(new.template(), GRANT_ANNOTATION))
             .flatten()
             .map(|grant_jti| Redeploy {
                 grant_jti,
-                operation_id: change::template_annotation(&new.data, OPERATION_ANNOTATION),
+                operation_id: change::template_annotation(new.template(), OPERATION_ANNOTATION),
             }),
         requester,
         diff,
@@ -326,11 +327,6 @@ pub fn classify(
 
 /// The application a workload belongs to: its `app.kubernetes.io/name` label,
 /// else its `app` label, else its name.
-pub fn application_name(obj: &DynamicObject) -> String {
-    application_of(&obj.metadata)
-}
-
-/// [`application_name`] from a workload's metadata.
 pub fn application_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     let label = |key: &str| {
         meta.labels

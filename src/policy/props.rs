@@ -7,8 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::core::admission::AdmissionRequest;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -53,13 +52,12 @@ fn mk_unchanged() -> Value {
     review
 }
 
-fn parse(review: &Value) -> AdmissionRequest<DynamicObject> {
+fn parse(review: &Value) -> AdmissionRequest<Workload> {
     parse_text(&review.to_string()).expect("the edited fixture parses")
 }
 
-fn parse_text(text: &str) -> Option<AdmissionRequest<DynamicObject>> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_str(text).ok()?;
-    review.try_into().ok()
+fn parse_text(text: &str) -> Option<AdmissionRequest<Workload>> {
+    crate::admission::parse_review(text.as_bytes()).ok()
 }
 
 fn set_namespace(review: &mut Value, ns: &str) {
@@ -337,7 +335,7 @@ fn write_shuffled(value: &Value, seed: u64, out: &mut String) {
 
 /// Everything a user sees of a decision, for comparing two of them.
 fn decide_all(
-    req: &AdmissionRequest<DynamicObject>,
+    req: &AdmissionRequest<Workload>,
     verifier: &GrantVerifier,
     grants: &[StoredGrant],
 ) -> (Gate, Option<Decision>, Option<String>) {

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::core::admission::AdmissionRequest;
 use serde_json::{Value, json};
 
 use super::*;
@@ -18,12 +17,11 @@ const FIXTURE_IMAGE: &str = "registry.example.com/shop/checkout-api:v3.41.2@sha2
 
 // === builders ===
 
-/// The fixture's `request`, edited by `edit`, parsed as kube-rs parses it.
-fn mk_request(edit: impl FnOnce(&mut Value)) -> AdmissionRequest<DynamicObject> {
+/// The fixture's `request`, edited by `edit`, parsed as the webhook parses it.
+fn mk_request(edit: impl FnOnce(&mut Value)) -> AdmissionRequest<Workload> {
     let mut review: Value = serde_json::from_str(FIXTURE).unwrap();
     edit(&mut review["request"]);
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(review).unwrap();
-    review.try_into().unwrap()
+    crate::admission::parse_review(review.to_string().as_bytes()).unwrap()
 }
 
 /// The default policy with `production` protected by name.
@@ -880,4 +878,25 @@ fn dry_run_requests_are_classified_like_real_ones() {
         req.dry_run,
         "the edited fixture must really be a dryRun request"
     );
+}
+
+// === the diff on raw templates ===
+
+#[test]
+fn a_template_written_in_another_key_order_or_spacing_is_not_a_change() {
+    let raw = |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
+    let old = raw(
+        r#"{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"app","image":"web:1"}]}}"#,
+    );
+    let reordered = raw(
+        r#"{ "spec": {"containers": [{"image": "web:1", "name": "app"}]}, "metadata": {"labels": {"app": "web"}} }"#,
+    );
+    let diff = change::diff(Some(&old), Some(&reordered)).unwrap();
+    assert_eq!(diff, TemplateDiff::default());
+
+    let env_added = raw(
+        r#"{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"app","image":"web:1","env":[{"name":"A","value":"1"}]}]}}"#,
+    );
+    let diff = change::diff(Some(&old), Some(&env_added)).unwrap();
+    assert!(diff.template_changed && diff.kind().is_none(), "{diff:?}");
 }
