@@ -28,7 +28,8 @@
 //! | `{rollgate}:audit:op:<operationId>` | zset | seqs of one operation's records |
 //! | `{rollgate}:audit:ns:<namespace>` | zset | seqs of one namespace's records |
 //! | `{rollgate}:audit:app:<namespace>/<application>` | zset | seqs of one application's records |
-//! | `{rollgate}:audit:indexed` | string | seq up to which every record is in the two indexes above |
+//! | `{rollgate}:audit:event:<EVENT>` | zset | seqs of one event's records, for every event but `ADMISSION` |
+//! | `{rollgate}:audit:indexed:v2` | string | seq up to which every record is in the three indexes above |
 //! | `{rollgate}:audit:turn` | string | replica whose append goes next (100 ms; fairness) |
 //! | `{rollgate}:grant:uses:<jti>` | string | admitted changes of a grant with `maxUses`, expiring with it |
 //! | `{rollgate}:rate:<namespace>/<application>` | zset | audit seqs of admitted changes scored by unix time, for the rate limit |
@@ -60,12 +61,16 @@
 //! # Limits
 //! Requires Redis ≥ 6.2 (`SET … EXAT`, exclusive stream ranges). `query`
 //! reads newest first through the narrowest index the filter allows (the
-//! operation's, the application's, the namespace's, else the whole stream)
-//! and filters the rest in memory, over at most [`MAX_SCAN`] records per
-//! call; when the scan stops there, `next` is the last id scanned, so paging
-//! goes on where it stopped (a page may then hold fewer than `limit` items).
-//! Records appended before the namespace and application indexes existed
-//! (or by an older rollgate) are indexed by the first query that needs them.
+//! operation's, the application's, the namespace's, the event's when the
+//! filter names no namespace and an event other than `ADMISSION`, else the
+//! whole stream) and filters the rest in memory, over at most [`MAX_SCAN`]
+//! records per call; when the scan stops there, `next` is the last id
+//! scanned, so paging goes on where it stopped (a page may then hold fewer
+//! than `limit` items). `ADMISSION` records have no event index: they are
+//! the bulk of the stream, so reading the stream is already the way to find
+//! them, and their append stays as cheap as before. Records appended before
+//! the indexes existed (or by an older rollgate) are indexed by the first
+//! query that needs them.
 //!
 //! One server, Sentinel or Cluster: the URL chooses (`connection.rs`); in a
 //! Cluster every key is in the slot of `{rollgate}`, so scripts that touch
@@ -94,6 +99,7 @@ use tokio::sync::{Mutex, OnceCell};
 use self::connection::{Connection, Settings};
 pub use self::connection::{Topology, UrlError};
 use super::Error;
+use crate::audit::AuditEvent;
 use crate::audit::chain::GENESIS_HASH;
 
 /// Most audit records one `query` call reads when filtering in memory.
@@ -125,9 +131,22 @@ const AUDIT_OP_PREFIX: &str = "{rollgate}:audit:op:";
 const AUDIT_NS_PREFIX: &str = "{rollgate}:audit:ns:";
 /// Seqs of one application's records: `<namespace>/<application>`.
 const AUDIT_APP_PREFIX: &str = "{rollgate}:audit:app:";
-/// The highest seq up to which every record is in the namespace and
-/// application indexes.
-const AUDIT_INDEXED: &str = "{rollgate}:audit:indexed";
+/// Seqs of one event's records (`<EVENT>`, as the record spells it), for
+/// every event but ADMISSION: see [`event_index`].
+const AUDIT_EVENT_PREFIX: &str = "{rollgate}:audit:event:";
+/// The highest seq up to which every record is in the namespace, application
+/// and event indexes.
+///
+/// Not the `{rollgate}:audit:indexed` of older rollgates: that one promises
+/// only the namespace and application indexes, so on a trail they wrote it
+/// may stand at the head while no event is indexed. A new key starts at 0
+/// there, and the first indexed query catches all three indexes up once
+/// (adding a seq an index already holds changes nothing). One marker for
+/// all three, rather than a second one for events, keeps the append at one
+/// marker check, as before. Older rollgates still running next to this one
+/// (a rolling upgrade) only move their own marker, so this one falls behind
+/// and the next query catches up what they appended.
+const AUDIT_INDEXED: &str = "{rollgate}:audit:indexed:v2";
 /// Use counter of a grant with `maxUses`, expiring with the grant.
 const USES_PREFIX: &str = "{rollgate}:grant:uses:";
 /// Unix times of an application's admitted changes in the rate window.
@@ -136,6 +155,12 @@ const RATE_PREFIX: &str = "{rollgate}:rate:";
 const OPEN_OPERATIONS: &str = "{rollgate}:ops:open";
 /// The replica following an operation, expiring with its lease.
 const OPERATION_LEASE_PREFIX: &str = "{rollgate}:ops:lease:";
+
+/// The index of `event`'s records, if it has one: every event but
+/// ADMISSION, the bulk of the trail, which a stream scan finds as well.
+fn event_index(event: AuditEvent) -> Option<String> {
+    (event != AuditEvent::Admission).then(|| format!("{AUDIT_EVENT_PREFIX}{}", event.as_str()))
+}
 
 /// Settings of the Redis backend beyond its URL.
 #[derive(Debug, Clone)]

@@ -21,7 +21,9 @@ use tokio::sync::oneshot;
 use super::Error;
 use crate::audit::chain;
 use crate::audit::{AdmissionLimits, LimitHit};
-use crate::audit::{AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE};
+use crate::audit::{
+    AuditEvent, AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE,
+};
 use crate::grants::{GrantFilter, GrantStore, StoredGrant};
 use crate::rollout::{OperationLeases, OperationMark};
 use crate::tickets::{Ticket, TicketFilter, TicketStatus, TicketStore};
@@ -60,6 +62,7 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_namespace ON audit (namespace, seq);
 CREATE INDEX IF NOT EXISTS audit_by_operation ON audit (operation_id);
 CREATE INDEX IF NOT EXISTS audit_by_application ON audit (namespace, application, seq);
+CREATE INDEX IF NOT EXISTS audit_by_event ON audit (event, seq) WHERE event <> 'ADMISSION';
 CREATE TABLE IF NOT EXISTS open_operations (
     operation_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
@@ -550,7 +553,8 @@ fn append_in(tx: &Connection, mut record: AuditRecord) -> Result<AuditRecord, Er
 
 /// The SQL and parameters of one page of `filter`, newest first. Only the
 /// filters given become conditions, so SQLite can walk the index that fits
-/// (namespace and application, namespace, operation) instead of the table.
+/// (namespace and application, namespace, operation, event) instead of the
+/// table.
 fn query_sql(filter: &AuditFilter, limit: usize) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut conditions: Vec<&str> = Vec::new();
@@ -572,6 +576,20 @@ fn query_sql(filter: &AuditFilter, limit: usize) -> (String, Vec<rusqlite::types
     text("ts >= ?", filter.since.map(crate::audit::timestamp_text));
     text("ts < ?", filter.until.map(crate::audit::timestamp_text));
     text("operation_id = ?", filter.operation_id.clone());
+    // `audit_by_event` leaves ADMISSION out, as the Redis store does: it is
+    // the bulk of the trail, which a walk of the table (or of the namespace's
+    // index) finds as well. SQLite uses a partial index only when the query
+    // spells out the index's condition (`event = ?` does not, whatever value
+    // is bound), so it is spelled out exactly where the Redis store reads its
+    // event index: an event other than ADMISSION, no operation, no namespace.
+    // An index of every event, SQLite walked for `namespace = ? AND event = ?`
+    // instead of the namespace's, whatever the event.
+    if filter.event.is_some_and(|e| e != AuditEvent::Admission)
+        && filter.operation_id.is_none()
+        && filter.namespace.is_none()
+    {
+        conditions.push("event <> 'ADMISSION'");
+    }
     if let Some(after) = filter.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
         conditions.push("seq < ?");
         values.push(Value::Integer(after));
@@ -809,5 +827,82 @@ impl OperationLeases for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite's plan for `filter` walks.
+    fn plan(filter: &AuditFilter) -> String {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let (sql, values) = query_sql(filter, 10);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(values), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn audit_queries_walk_the_index_that_fits() {
+        let since = Some(jiff::Timestamp::now());
+        let cases = [
+            (
+                "a rare event since a day ago",
+                AuditFilter {
+                    event: Some(AuditEvent::Rollout),
+                    since,
+                    ..Default::default()
+                },
+                "audit_by_event",
+            ),
+            (
+                "ADMISSION is the table's bulk",
+                AuditFilter {
+                    event: Some(AuditEvent::Admission),
+                    since,
+                    ..Default::default()
+                },
+                "SCAN audit",
+            ),
+            (
+                "operation and event",
+                AuditFilter {
+                    operation_id: Some("op-1".into()),
+                    event: Some(AuditEvent::Rollout),
+                    ..Default::default()
+                },
+                "audit_by_operation",
+            ),
+            (
+                "namespace and event",
+                AuditFilter {
+                    namespace: Some("production".into()),
+                    event: Some(AuditEvent::Rollout),
+                    ..Default::default()
+                },
+                "audit_by_namespace",
+            ),
+            (
+                "application and event",
+                AuditFilter {
+                    namespace: Some("production".into()),
+                    application: Some("web".into()),
+                    event: Some(AuditEvent::Rollout),
+                    since,
+                    ..Default::default()
+                },
+                "audit_by_application",
+            ),
+        ];
+        for (name, filter, want) in cases {
+            let plan = plan(&filter);
+            assert!(plan.contains(want), "{name}: {plan}");
+        }
     }
 }

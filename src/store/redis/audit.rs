@@ -21,9 +21,9 @@ use redis::{Cmd, Value};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use super::{
-    APPEND_ATTEMPTS, AUDIT, AUDIT_APP_PREFIX, AUDIT_INDEXED, AUDIT_NS_PREFIX, AUDIT_OP_PREFIX,
-    AUDIT_TURN, Durability, Head, OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RATE_PREFIX, RedisStore,
-    USES_PREFIX, eval, parse, scripts,
+    APPEND_ATTEMPTS, AUDIT, AUDIT_APP_PREFIX, AUDIT_EVENT_PREFIX, AUDIT_INDEXED, AUDIT_NS_PREFIX,
+    AUDIT_OP_PREFIX, AUDIT_TURN, Durability, Head, OPEN_OPERATIONS, OPERATION_LEASE_PREFIX,
+    RATE_PREFIX, RedisStore, USES_PREFIX, eval, event_index, parse, scripts,
 };
 use crate::audit::chain::{self, GENESIS_HASH};
 use crate::audit::{
@@ -212,6 +212,10 @@ impl RedisStore {
             "{OPERATION_LEASE_PREFIX}{}",
             record.operation_id.as_deref().unwrap_or("-")
         );
+        let (event_key, event_indexed) = match record.event.and_then(event_index) {
+            Some(key) => (key, "1"),
+            None => (format!("{AUDIT_EVENT_PREFIX}-"), "0"),
+        };
         let keys = [
             AUDIT,
             AUDIT_TURN,
@@ -223,6 +227,7 @@ impl RedisStore {
             AUDIT_INDEXED,
             OPEN_OPERATIONS,
             &lease_key,
+            &event_key,
         ];
         let mark = match (&record.operation_id, OperationMark::of(record)) {
             (None, _) => "0",
@@ -260,7 +265,8 @@ impl RedisStore {
                     "0"
                 },
             )
-            .arg(record.operation_id.as_deref().unwrap_or_default());
+            .arg(record.operation_id.as_deref().unwrap_or_default())
+            .arg(event_indexed);
         Ok(cmd)
     }
 

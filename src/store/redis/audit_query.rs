@@ -1,16 +1,22 @@
 //! `AuditLog::query` on Redis: records read newest first through the
 //! narrowest index the filter allows (the operation's, the application's,
-//! the namespace's, else the whole stream) and filtered in memory, at most
-//! [`MAX_SCAN`] per call. The namespace and application indexes are written
-//! by the append script; records an older rollgate appended without them
-//! are indexed here, by the first query that finds the index marker behind.
+//! the namespace's, the event's, else the whole stream) and filtered in
+//! memory, at most [`MAX_SCAN`] per call. The namespace, application and
+//! event indexes are written by the append script; records an older
+//! rollgate appended without them are indexed here, by the first query that
+//! finds the index marker behind.
+//!
+//! The event index serves a filter without namespace (the rollout
+//! follower's ROLLOUT records of the last day, once a minute): found through
+//! the stream, a few rare records cost a scan of the ADMISSION records
+//! between them. ADMISSION itself has no event index (see `event_index`).
 
 use redis::Value;
 
 use super::audit::{Entry, record_of, seq_of};
 use super::{
-    AUDIT, AUDIT_APP_PREFIX, AUDIT_INDEXED, AUDIT_NS_PREFIX, AUDIT_OP_PREFIX, BATCH, MAX_SCAN,
-    RedisStore, eval, parse, scripts,
+    AUDIT, AUDIT_APP_PREFIX, AUDIT_EVENT_PREFIX, AUDIT_INDEXED, AUDIT_NS_PREFIX, AUDIT_OP_PREFIX,
+    BATCH, MAX_SCAN, RedisStore, eval, event_index, parse, scripts,
 };
 use crate::audit::{AuditFilter, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, timestamp_text};
 use crate::store::Error;
@@ -33,9 +39,10 @@ fn matches(filter: &AuditFilter, r: &AuditRecord) -> bool {
 }
 
 /// Where a query reads its candidates from, narrowest first.
+#[derive(Debug, PartialEq, Eq)]
 enum Source {
     Operation(String),
-    /// A namespace's or an application's index.
+    /// A namespace's, an application's or an event's index.
     Index(String),
     Stream,
 }
@@ -46,7 +53,11 @@ impl Source {
             (Some(op), _, _) => Self::Operation(format!("{AUDIT_OP_PREFIX}{op}")),
             (None, Some(ns), Some(app)) => Self::Index(format!("{AUDIT_APP_PREFIX}{ns}/{app}")),
             (None, Some(ns), None) => Self::Index(format!("{AUDIT_NS_PREFIX}{ns}")),
-            (None, None, _) => Self::Stream,
+            // An application without its namespace has no index of its own.
+            (None, None, _) => filter
+                .event
+                .and_then(event_index)
+                .map_or(Self::Stream, Self::Index),
         }
     }
 }
@@ -136,13 +147,14 @@ impl RedisStore {
         Ok((entries, cursor))
     }
 
-    /// Indexes every record the namespace and application indexes miss.
+    /// Indexes every record the namespace, application and event indexes miss.
     async fn catch_up_index(&self) -> Result<(), Error> {
         loop {
             let mut cmd = eval(&scripts::INDEX_AUDIT, &[AUDIT, AUDIT_INDEXED]);
             cmd.arg(AUDIT_NS_PREFIX)
                 .arg(AUDIT_APP_PREFIX)
-                .arg(INDEX_BATCH);
+                .arg(INDEX_BATCH)
+                .arg(AUDIT_EVENT_PREFIX);
             let (indexed, _upto): (usize, String) = self.write(&scripts::INDEX_AUDIT, cmd).await?;
             if indexed < INDEX_BATCH {
                 return Ok(());
@@ -273,6 +285,68 @@ mod tests {
         ];
         for (name, filter, want) in cases {
             assert_eq!(matches(&filter, &r), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn queries_read_through_the_narrowest_index() {
+        use crate::audit::AuditEvent;
+        let filter = |namespace: Option<&str>, application: Option<&str>, event| AuditFilter {
+            namespace: namespace.map(str::to_owned),
+            application: application.map(str::to_owned),
+            event,
+            ..Default::default()
+        };
+        let index = |key: &str| Source::Index(key.to_owned());
+        let rollout = Some(AuditEvent::Rollout);
+        let cases = [
+            ("nothing", filter(None, None, None), Source::Stream),
+            (
+                "event",
+                filter(None, None, rollout),
+                index("{rollgate}:audit:event:ROLLOUT"),
+            ),
+            (
+                "an event of several words",
+                filter(None, None, Some(AuditEvent::TicketApprovalAdded)),
+                index("{rollgate}:audit:event:TICKET_APPROVAL_ADDED"),
+            ),
+            (
+                "admissions are the stream's bulk",
+                filter(None, None, Some(AuditEvent::Admission)),
+                Source::Stream,
+            ),
+            (
+                "application alone has no index",
+                filter(None, Some("web"), None),
+                Source::Stream,
+            ),
+            (
+                "application alone and event",
+                filter(None, Some("web"), rollout),
+                index("{rollgate}:audit:event:ROLLOUT"),
+            ),
+            (
+                "namespace and event",
+                filter(Some("production"), None, rollout),
+                index("{rollgate}:audit:ns:production"),
+            ),
+            (
+                "application and event",
+                filter(Some("production"), Some("web"), rollout),
+                index("{rollgate}:audit:app:production/web"),
+            ),
+            (
+                "operation",
+                AuditFilter {
+                    operation_id: Some("op-1".into()),
+                    ..filter(Some("production"), None, rollout)
+                },
+                Source::Operation("{rollgate}:audit:op:op-1".into()),
+            ),
+        ];
+        for (name, filter, want) in cases {
+            assert_eq!(Source::of(&filter), want, "{name}");
         }
     }
 }

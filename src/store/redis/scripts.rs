@@ -161,21 +161,22 @@ return out
 /// appended and the answer is `{2, 'used_up', max}` or `{2, 'rate', next
 /// allowed unix time}`; otherwise the append counts against them.
 /// Indexes: the record's seq goes into its namespace's and its
-/// application's index, and the index marker follows when it was current
-/// (records appended by a rollgate without indexes are caught up by
-/// `INDEX_AUDIT`).
+/// application's index and, unless it is an ADMISSION, its event's; the
+/// index marker follows when it was current (records appended by a rollgate
+/// without indexes are caught up by `INDEX_AUDIT`).
 /// Operations: a record with an operation is added to its index; an
 /// admitted change also opens the operation (the open-operations zset,
 /// scored by seq), and its final ROLLOUT record closes it.
 /// KEYS: the stream, the turn key, the operation index, the grant's use
 /// counter, the application's rate window, the namespace index, the
 /// application index, the index marker, the open operations, the
-/// operation's lease (unused keys are still named).
+/// operation's lease, the event index (unused keys are still named).
 /// ARGV: seq, prevHash, genesis hash, record hash, record JSON, replica id,
 /// operation mark ('0' no operation, '1' index only, '2' open, '3' close),
 /// max uses (0: none), use counter expiry (unix), rate limit (0: none),
 /// window seconds, now (unix), '1' when the record has a namespace, '1' when
-/// it has a namespace and an application, operation id.
+/// it has a namespace and an application, operation id, '1' when its event
+/// is indexed.
 pub static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -230,6 +231,9 @@ end
 if ARGV[14] == '1' then
   redis.call('ZADD', KEYS[7], ARGV[1], ARGV[1])
 end
+if ARGV[16] == '1' then
+  redis.call('ZADD', KEYS[11], ARGV[1], ARGV[1])
+end
 if tonumber(redis.call('GET', KEYS[8]) or '0') == seq then
   redis.call('SET', KEYS[8], ARGV[1])
 end
@@ -267,7 +271,7 @@ return {#seqs, seqs[#seqs] or '', out}
     )
 });
 
-/// Records of a namespace or application index, newest first, as
+/// Records of a namespace, application or event index, newest first, as
 /// `AUDIT_BY_OPERATION` answers them; or `{-1}` when the index marker is
 /// behind the stream (records not indexed yet: run `INDEX_AUDIT` first).
 /// KEYS: the stream, the index, the index marker. ARGV: exclusive upper
@@ -296,8 +300,9 @@ return {#seqs, seqs[#seqs] or '', out}
 /// Indexes records the marker has not covered yet (appended by a rollgate
 /// without indexes, or before them), up to a batch, and moves the marker:
 /// answers `{records indexed, marker}`. Idempotent, so replicas may race.
+/// Every event but ADMISSION is indexed, as `APPEND_AUDIT` does.
 /// KEYS: the stream, the index marker. ARGV: namespace index prefix,
-/// application index prefix, batch size.
+/// application index prefix, batch size, event index prefix.
 pub static INDEX_AUDIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -315,6 +320,9 @@ for _, e in ipairs(entries) do
         if type(r.applicationName) == 'string' then
           redis.call('ZADD', ARGV[2] .. r.namespace .. '/' .. r.applicationName, seq, seq)
         end
+      end
+      if ok and type(r) == 'table' and type(r.event) == 'string' and r.event ~= 'ADMISSION' then
+        redis.call('ZADD', ARGV[4] .. r.event, seq, seq)
       end
     end
   end

@@ -1,15 +1,22 @@
-//! The Redis store's namespace and application indexes answer queries
-//! exactly, also for records an older rollgate appended without them (the
-//! first query that needs them indexes them). On SQLite the same behaviour
-//! holds through its SQL indexes.
+//! The Redis store's namespace, application and event indexes answer
+//! queries exactly, also for records an older rollgate appended without them
+//! (the first query that needs them indexes them). On SQLite the same
+//! behaviour holds through its SQL indexes.
 
-use jiff::Timestamp;
+use futures::{StreamExt, TryStreamExt};
+use jiff::{SignedDuration, Timestamp};
 use rollgate::audit::chain::{self, GENESIS_HASH};
-use rollgate::audit::{AuditFilter, AuditRecord};
+use rollgate::audit::{AuditEvent, AuditFilter, AuditRecord, MAX_PAGE};
+use rollgate::store::Stores;
+use rollgate::store::redis::MAX_SCAN;
 
-use super::{Backend, mk_record, record_ids};
+use super::{Backend, mk_admission, mk_record, record_ids};
 
-contract!(queries_by_namespace_and_application_find_records_appended_without_indexes);
+contract!(
+    queries_by_namespace_and_application_find_records_appended_without_indexes,
+    a_query_by_a_rare_event_finds_it_behind_more_admissions_than_a_scan_reads,
+    an_event_query_indexes_the_events_of_a_trail_an_older_rollgate_indexed,
+);
 
 impl Backend {
     /// Appends `records` the way a rollgate without indexes did: the stream
@@ -54,7 +61,7 @@ impl Backend {
         let client = redis::Client::open(url).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let marker: String = redis::cmd("GET")
-            .arg("{rollgate}:audit:indexed")
+            .arg("{rollgate}:audit:indexed:v2")
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -148,6 +155,151 @@ async fn queries_by_namespace_and_application_find_records_appended_without_inde
     if let Some((marker, members)) = b.production_index().await {
         assert_eq!(marker, "11");
         assert_eq!(members.last().map(String::as_str), Some("11"));
+    }
+    assert!(s.audit.verify().await.unwrap().ok);
+}
+
+impl Backend {
+    /// A connection to the Redis node holding rollgate's keys (`None` on SQLite).
+    async fn raw_redis(&self) -> Option<redis::aio::MultiplexedConnection> {
+        let client = redis::Client::open(self.redis_data_url()?).unwrap();
+        Some(client.get_multiplexed_async_connection().await.unwrap())
+    }
+
+    /// The Redis index marker, the members of the ROLLOUT index and whether
+    /// an ADMISSION index exists (`None` on SQLite).
+    async fn rollout_index(&self) -> Option<(String, Vec<String>, bool)> {
+        let mut conn = self.raw_redis().await?;
+        let marker: String = redis::cmd("GET")
+            .arg("{rollgate}:audit:indexed:v2")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg("{rollgate}:audit:event:ROLLOUT")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let admissions: bool = redis::cmd("EXISTS")
+            .arg("{rollgate}:audit:event:ADMISSION")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        Some((marker, members, admissions))
+    }
+
+    /// Leaves the Redis trail as a rollgate with only the namespace and
+    /// application indexes did: no event index, its own marker saying every
+    /// record up to `head` is indexed, and no marker of ours.
+    async fn forget_event_indexes(&self, head: &str) {
+        let Some(mut conn) = self.raw_redis().await else {
+            return;
+        };
+        let _: () = redis::pipe()
+            .cmd("DEL")
+            .arg("{rollgate}:audit:event:ROLLOUT")
+            .arg("{rollgate}:audit:indexed:v2")
+            .ignore()
+            .cmd("SET")
+            .arg("{rollgate}:audit:indexed")
+            .arg(head)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The trail the rollout follower meets: one ROLLOUT record, then more
+/// ADMISSION records than one query scans (appended concurrently, so they
+/// share round trips). Answers the ROLLOUT record.
+async fn rollout_under_admissions(s: &Stores) -> AuditRecord {
+    let now = Timestamp::now();
+    let mut rollout = AuditRecord::new(AuditEvent::Rollout, now);
+    rollout.namespace = Some("production".into());
+    rollout.application_name = Some("web".into());
+    let rollout = s.audit.append(rollout).await.unwrap();
+    futures::stream::iter(0..MAX_SCAN + 500)
+        .map(|_| s.audit.append(mk_admission("web", now)))
+        .buffer_unordered(256)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .unwrap();
+    rollout
+}
+
+/// The rollout follower's query: the ROLLOUT records of the last day.
+fn rollouts_of_the_last_day() -> AuditFilter {
+    AuditFilter {
+        event: Some(AuditEvent::Rollout),
+        since: Some(Timestamp::now() - SignedDuration::from_hours(24)),
+        limit: Some(MAX_PAGE),
+        ..AuditFilter::default()
+    }
+}
+
+async fn a_query_by_a_rare_event_finds_it_behind_more_admissions_than_a_scan_reads(b: &Backend) {
+    let s = b.open().await;
+    let rollout = rollout_under_admissions(&s).await;
+
+    let page = s.audit.query(&rollouts_of_the_last_day()).await.unwrap();
+    assert_eq!(
+        (record_ids(&page.items), page.next),
+        (vec![rollout.id.as_str()], None),
+        "the first page holds the ROLLOUT record and the query ends there"
+    );
+    let none = AuditFilter {
+        event: Some(AuditEvent::GrantRevoked),
+        ..AuditFilter::default()
+    };
+    let page = s.audit.query(&none).await.unwrap();
+    assert_eq!((page.items.len(), page.next), (0, None), "no such event");
+    // ADMISSION has no event index: still read from the stream.
+    let admissions = AuditFilter {
+        event: Some(AuditEvent::Admission),
+        limit: Some(2),
+        ..AuditFilter::default()
+    };
+    let head = s.audit.head().await.unwrap().unwrap();
+    let page = s.audit.query(&admissions).await.unwrap();
+    assert_eq!(page.items.first().map(|r| &r.id), Some(&head.id));
+    assert_eq!(page.items.len(), 2);
+    if let Some(index) = b.rollout_index().await {
+        assert_eq!(index, (head.id.clone(), vec![rollout.id.clone()], false));
+    }
+}
+
+async fn an_event_query_indexes_the_events_of_a_trail_an_older_rollgate_indexed(b: &Backend) {
+    let s = b.open().await;
+    let rollout = rollout_under_admissions(&s).await;
+    let head = s.audit.head().await.unwrap().unwrap();
+    b.forget_event_indexes(&head.id).await;
+
+    let page = s.audit.query(&rollouts_of_the_last_day()).await.unwrap();
+    assert_eq!(
+        (record_ids(&page.items), page.next),
+        (vec![rollout.id.as_str()], None),
+        "the query indexed the older records first"
+    );
+    if let Some(index) = b.rollout_index().await {
+        assert_eq!(index, (head.id.clone(), vec![rollout.id.clone()], false));
+    }
+    // Appends index themselves again from there.
+    let mut next = AuditRecord::new(AuditEvent::Rollout, Timestamp::now());
+    next.namespace = Some("staging".into());
+    let next = s.audit.append(next).await.unwrap();
+    let page = s.audit.query(&rollouts_of_the_last_day()).await.unwrap();
+    assert_eq!(
+        record_ids(&page.items),
+        [next.id.as_str(), rollout.id.as_str()]
+    );
+    if let Some((marker, members, _)) = b.rollout_index().await {
+        assert_eq!(
+            (marker, members),
+            (next.id.clone(), vec![rollout.id, next.id])
+        );
     }
     assert!(s.audit.verify().await.unwrap().ok);
 }
