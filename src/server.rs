@@ -192,13 +192,13 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         metrics,
         authenticator,
         authorizer,
-        desk,
+        desk: Arc::new(desk),
         store_timeout: config.store_timeout,
         public_api_url: config.public_api_url.clone().into(),
         kube: kube.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         store_health: Arc::default(),
-        trail,
+        trail: Arc::new(trail),
     };
 
     let resolver = Arc::new(ReloadingCert::new(&config.tls.cert, &config.tls.key)?);
@@ -255,7 +255,9 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         tokio::spawn(expire_tickets(state.desk.clone(), config.sweep_interval)),
     ]);
     if let Some(every) = config.audit.checkpoint_interval {
-        background.push(tokio::spawn(state.trail.clone().run_periodic(every)));
+        background.push(tokio::spawn(
+            AuditTrail::clone(&state.trail).run_periodic(every),
+        ));
     }
     // Started once the API port is known: messages link to the bound URL.
     background.extend(deliveries.spawn(state.public_api_url.clone()));
@@ -448,7 +450,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 /// Expires PENDING tickets nobody decided within `pendingTicketTtl`, and
 /// records grants that expired unrevoked.
-async fn expire_tickets(desk: TicketDesk, every: Duration) {
+async fn expire_tickets(desk: Arc<TicketDesk>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,4 +1,5 @@
-//! The state every listener shares: one `Clone` struct of `Arc`s
+//! The state every listener shares: one `Clone` struct of `Arc`s, so the
+//! clone axum makes per request copies pointers, never keys or maps
 //! (axum `examples/dependency-injection`, trait objects).
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub struct AppState {
     pub authenticator: SharedAuthenticator,
     /// Decides approver and auditor roles (config, SubjectAccessReview).
     pub authorizer: SharedAuthorizer,
-    pub desk: TicketDesk,
+    pub desk: Arc<TicketDesk>,
     /// Budget of one store round trip on the webhook path.
     pub store_timeout: Duration,
     /// Base URL of the ticket API, printed in denials.
@@ -38,5 +39,5 @@ pub struct AppState {
     /// The store's health as last seen: `None` when fine, else why not.
     pub store_health: Arc<std::sync::RwLock<Option<String>>>,
     /// The audit log with its signed checkpoints (verify, export).
-    pub trail: AuditTrail,
+    pub trail: Arc<AuditTrail>,
 }
