@@ -97,8 +97,13 @@ type Queue = Arc<Mutex<Vec<Queued>>>;
 /// The SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
-    /// Taken asynchronously, so waiting for it holds no blocking thread.
+    /// The connection that writes (and reads inside its writes). Taken
+    /// asynchronously, so waiting for it holds no blocking thread.
     conn: Arc<tokio::sync::Mutex<Connection>>,
+    /// A second connection for plain reads (`query_only`). In WAL mode a
+    /// reader never waits for a writer, so the webhook's grant lookup and
+    /// the API's listings do not queue behind a commit and its fsync.
+    reader: Arc<tokio::sync::Mutex<Connection>>,
     /// Audit appends waiting for the next transaction.
     queue: Queue,
 }
@@ -113,19 +118,23 @@ impl SqliteStore {
             })?;
         }
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, Error> {
-            let mut conn = Connection::open(path)?;
+        let (conn, reader) = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let mut conn = Connection::open(&path)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
             migrate(&mut conn)?;
-            Ok(conn)
+            let reader = Connection::open(&path)?;
+            reader.pragma_update(None, "query_only", "ON")?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok((conn, reader))
         })
         .await
         .map_err(|_| Error::WorkerGone)??;
         Ok(Self {
             conn: Arc::new(tokio::sync::Mutex::new(conn)),
+            reader: Arc::new(tokio::sync::Mutex::new(reader)),
             queue: Queue::default(),
         })
     }
@@ -171,6 +180,18 @@ impl SqliteStore {
         // stack and allocator arena) for nothing, and under load the pool
         // grew to one thread per waiting request.
         let mut guard = self.conn.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut guard))
+            .await
+            .map_err(|_| Error::WorkerGone)?
+    }
+
+    /// Runs `f` with the reading connection on the blocking pool: for
+    /// statements that only read.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let mut guard = self.reader.clone().lock_owned().await;
         tokio::task::spawn_blocking(move || f(&mut guard))
             .await
             .map_err(|_| Error::WorkerGone)?
@@ -248,7 +269,7 @@ impl TicketStore for SqliteStore {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(None);
         };
-        self.with(move |c| {
+        self.read(move |c| {
             let body: Option<String> = c
                 .query_row("SELECT body FROM tickets WHERE id = ?1", [id], |r| r.get(0))
                 .optional()?;
@@ -259,7 +280,7 @@ impl TicketStore for SqliteStore {
 
     async fn list_tickets(&self, filter: &TicketFilter) -> Result<Vec<Ticket>, Error> {
         let filter = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT body FROM tickets WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR namespace = ?2)
                  AND (?3 IS NULL OR application = ?3) AND (?4 IS NULL OR requester = ?4) ORDER BY id DESC LIMIT 1000",
@@ -337,7 +358,7 @@ impl GrantStore for SqliteStore {
             namespace.to_owned(),
             application.to_owned(),
         );
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT body FROM grants WHERE user = ?1 AND namespace = ?2 AND application = ?3 AND expires_at > ?4
                  ORDER BY expires_at DESC LIMIT 8",
@@ -354,7 +375,7 @@ impl GrantStore for SqliteStore {
 
     async fn grant_by_jti(&self, jti: &str, now: i64) -> Result<Option<StoredGrant>, Error> {
         let jti = jti.to_owned();
-        self.with(move |c| {
+        self.read(move |c| {
             let body: Option<String> = c
                 .query_row(
                     "SELECT body FROM grants WHERE jti = ?1 AND expires_at > ?2",
@@ -369,7 +390,7 @@ impl GrantStore for SqliteStore {
 
     async fn list_grants(&self, filter: &GrantFilter, now: i64) -> Result<Vec<StoredGrant>, Error> {
         let filter = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let mut stmt = c.prepare(
                 "SELECT body FROM grants WHERE expires_at > ?1 AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR user = ?3)
                  ORDER BY expires_at DESC",
@@ -681,7 +702,7 @@ impl AuditLog for SqliteStore {
 
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {
         let filter = filter.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
             let (sql, values) = query_sql(&filter, limit);
             let mut stmt = c.prepare_cached(&sql)?;
