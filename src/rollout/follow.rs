@@ -390,7 +390,9 @@ impl Follower {
             limit: Some(MAX_PAGE),
             ..AuditFilter::default()
         };
-        let mut outcomes = Vec::new();
+        // Counted page by page, so memory holds one page whatever the trail.
+        // (successes, finals) per application, per window of SUCCESS_WINDOWS.
+        let mut counts: BTreeMap<String, [(u32, u32); SUCCESS_WINDOWS.len()]> = BTreeMap::new();
         for _ in 0..50 {
             let page = match self.audit.query(&filter).await {
                 Ok(page) => page,
@@ -399,31 +401,37 @@ impl Follower {
                     return;
                 }
             };
-            outcomes.extend(page.items.into_iter().filter_map(|r| {
-                let status = r.rollout_status.filter(|s| is_final(*s))?;
-                let at = r.timestamp.parse::<Timestamp>().ok()?;
-                Some((r.application_name?, at, status == RolloutStatus::Completed))
-            }));
+            for r in page.items {
+                let Some(status) = r.rollout_status.filter(|s| is_final(*s)) else {
+                    continue;
+                };
+                let (Some(app), Ok(at)) = (r.application_name, r.timestamp.parse::<Timestamp>())
+                else {
+                    continue;
+                };
+                let age = now.duration_since(at).as_secs();
+                let entry = counts.entry(app).or_default();
+                for ((_, seconds), (ok, all)) in SUCCESS_WINDOWS.iter().zip(entry.iter_mut()) {
+                    if age <= *seconds {
+                        *ok += u32::from(status == RolloutStatus::Completed);
+                        *all += 1;
+                    }
+                }
+            }
             match page.next {
                 Some(next) => filter.after = Some(next),
                 None => break,
             }
         }
         self.metrics.success_rate.reset();
-        for (window, seconds) in SUCCESS_WINDOWS {
-            let mut per_app: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
-            for (app, at, ok) in &outcomes {
-                if now.duration_since(*at).as_secs() <= seconds {
-                    let entry = per_app.entry(app).or_default();
-                    entry.0 += u32::from(*ok);
-                    entry.1 += 1;
+        for (app, per_window) in &counts {
+            for ((window, _), (ok, all)) in SUCCESS_WINDOWS.iter().zip(per_window) {
+                if *all > 0 {
+                    self.metrics
+                        .success_rate
+                        .with_label_values(&[app.as_str(), window])
+                        .set(f64::from(*ok) / f64::from(*all));
                 }
-            }
-            for (app, (ok, all)) in per_app {
-                self.metrics
-                    .success_rate
-                    .with_label_values(&[app, window])
-                    .set(f64::from(ok) / f64::from(all));
             }
         }
     }

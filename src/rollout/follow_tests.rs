@@ -586,3 +586,68 @@ async fn a_recent_operation_without_a_cluster_stays_open() {
     assert_eq!(setup.store.open_operations(10).await.unwrap(), ["op-1"]);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn the_success_rate_counts_final_rollouts_per_application_and_window() {
+    let setup = Setup::new().await;
+    let now = Timestamp::now();
+    let final_rollout = |app: &str, status: RolloutStatus, age_mins: i64| {
+        let mut r = AuditRecord::new(
+            AuditEvent::Rollout,
+            now - SignedDuration::from_mins(age_mins),
+        );
+        r.namespace = Some("production".into());
+        r.application_name = Some(app.into());
+        r.rollout_status = Some(status);
+        r
+    };
+    for record in [
+        final_rollout("web", RolloutStatus::Completed, 5),
+        final_rollout("web", RolloutStatus::Completed, 10),
+        final_rollout("web", RolloutStatus::Failed, 20),
+        // Not final: not counted.
+        final_rollout("web", RolloutStatus::Progressing, 1),
+        // In the 24 h window only.
+        final_rollout("web", RolloutStatus::Timeout, 120),
+        // Older than either window.
+        final_rollout("api", RolloutStatus::Completed, 30 * 60),
+    ] {
+        setup.store.append(record).await.unwrap();
+    }
+    let follower = Follower::new(
+        None,
+        setup.store.clone(),
+        setup.store.clone(),
+        setup.metrics.clone(),
+        settings(),
+    );
+    follower.refresh_success_rate().await;
+
+    let rate = |app: &str, window: &str| {
+        setup
+            .metrics
+            .success_rate
+            .get_metric_with_label_values(&[app, window])
+            .unwrap()
+            .get()
+    };
+    assert!(
+        (rate("web", "1h") - 2.0 / 3.0).abs() < 1e-9,
+        "{}",
+        rate("web", "1h")
+    );
+    assert!(
+        (rate("web", "24h") - 0.5).abs() < 1e-9,
+        "{}",
+        rate("web", "24h")
+    );
+    let text = setup.metrics.render();
+    assert!(
+        text.contains(r#"app_redeploy_success_rate{application="web",time_window="24h"} 0.5"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"app_redeploy_success_rate{application="api""#),
+        "an application without a final rollout in a window has no rate: {text}"
+    );
+}
