@@ -709,7 +709,10 @@ impl AuditLog for SqliteStore {
             let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
                 r.get::<_, String>(0)
             })?;
-            let mut items: Vec<AuditRecord> = Vec::with_capacity(limit + 1);
+            // Grown as records match, not sized for `limit`: an AuditRecord is
+            // about a kilobyte, and the follower asks for a full page of each of
+            // the operations it scans, which hold a handful of records.
+            let mut items: Vec<AuditRecord> = Vec::new();
             for body in rows {
                 items.push(serde_json::from_str(&body?)?);
             }

@@ -180,7 +180,10 @@ impl RedisStore {
         } else {
             limit + 1
         };
-        let mut items: Vec<AuditRecord> = Vec::with_capacity(limit + 1);
+        // Grown as records match, not sized for `limit`: an AuditRecord is
+        // about a kilobyte, and the follower asks for a full page of each of
+        // the operations it scans, which hold a handful of records.
+        let mut items: Vec<AuditRecord> = Vec::new();
         let mut scanned = 0;
         let mut exhausted = false;
         let source = Source::of(filter);
