@@ -158,6 +158,17 @@ impl Setup {
         )
     }
 
+    /// A follower with no cluster to watch.
+    fn follower_without_cluster(&self) -> Arc<Follower> {
+        Follower::new(
+            None,
+            self.store.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            settings(),
+        )
+    }
+
     /// Runs `follower`, waking it for `op-1` (as the webhook does) if `wake`.
     fn run(&self, follower: Arc<Follower>, wake: bool) -> Running {
         let (wake_tx, rx) = mpsc::channel(8);
@@ -489,13 +500,7 @@ async fn a_live_lease_keeps_other_replicas_off_the_operation() {
 async fn without_a_cluster_an_operation_ends_as_timeout_at_its_deadline_saying_why() {
     let long_ago = Timestamp::now() - SignedDuration::from_mins(11);
     let setup = Setup::admitted_at(long_ago).await;
-    let follower = Follower::new(
-        None,
-        setup.store.clone(),
-        setup.store.clone(),
-        setup.metrics.clone(),
-        settings(),
-    );
+    let follower = setup.follower_without_cluster();
     let running = setup.run(follower, false);
     let records = setup.until_recorded(RolloutStatus::Timeout).await;
     assert_eq!(
@@ -573,13 +578,7 @@ async fn a_burst_of_operations_is_followed_at_most_max_followed_at_a_time() {
 #[tokio::test]
 async fn a_recent_operation_without_a_cluster_stays_open() {
     let setup = Setup::new().await;
-    let follower = Follower::new(
-        None,
-        setup.store.clone(),
-        setup.store.clone(),
-        setup.metrics.clone(),
-        settings(),
-    );
+    let follower = setup.follower_without_cluster();
     let running = setup.run(follower, true);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(setup.rollouts().await, Vec::new());
@@ -614,13 +613,7 @@ async fn the_success_rate_counts_final_rollouts_per_application_and_window() {
     ] {
         setup.store.append(record).await.unwrap();
     }
-    let follower = Follower::new(
-        None,
-        setup.store.clone(),
-        setup.store.clone(),
-        setup.metrics.clone(),
-        settings(),
-    );
+    let follower = setup.follower_without_cluster();
     follower.refresh_success_rate().await;
 
     let rate = |app: &str, window: &str| {
