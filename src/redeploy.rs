@@ -30,6 +30,8 @@ pub enum Error {
         application: String,
         candidates: String,
     },
+    #[error("a {0} cannot be restarted by rollgate: name a Deployment, StatefulSet or DaemonSet")]
+    NotRestartable(WorkloadKind),
     #[error("the API server refused the restart: {0}")]
     Refused(String),
     #[error("the Kubernetes API is unavailable")]
@@ -170,6 +172,9 @@ pub async fn restart(
         }
         WorkloadKind::DaemonSet => {
             patch_as_rollgate::<DaemonSet>(client, namespace, &workload.name, &patch).await
+        }
+        other @ (WorkloadKind::ReplicaSet | WorkloadKind::CronJob | WorkloadKind::Pod) => {
+            return Err(Error::NotRestartable(other));
         }
     };
     result.map_err(|e| match e {

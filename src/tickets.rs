@@ -25,6 +25,8 @@ use crate::notify::{Event, EventKind, Notifier};
 pub enum Action {
     Restart,
     Image,
+    /// An ephemeral container in a pod (`kubectl debug`).
+    Debug,
     #[default]
     Any,
 }
@@ -34,6 +36,7 @@ impl Action {
         match self {
             Self::Restart => "restart",
             Self::Image => "image",
+            Self::Debug => "debug",
             Self::Any => "any",
         }
     }

@@ -150,6 +150,7 @@ impl From<crate::redeploy::Error> for ApiError {
             E::NotFound { .. } => Self::not_found(e.to_string()),
             E::Ambiguous { .. } => Self::new(StatusCode::CONFLICT, "Conflict", e.to_string()),
             E::Refused(_) => Self::forbidden(e.to_string()),
+            E::NotRestartable(_) => Self::bad_request(e.to_string()),
             E::Kube(ref cause) => Self::unavailable("Kubernetes API", cause),
         }
     }

@@ -103,6 +103,7 @@ pub fn summary(event: &Event, api: &str) -> String {
     let what = match t.action {
         Action::Restart => "restart",
         Action::Image => "change the image of",
+        Action::Debug => "debug a pod of",
         Action::Any => "restart or change the image of",
     };
     let target = format!("{what} {}/{}", t.namespace, t.application);

@@ -17,8 +17,13 @@ pub enum ChangeKind {
     Restart,
     Image,
     Both,
-    /// Some other pod-template change, gated only by `gateAnyTemplateChange`.
+    /// Any other pod-template change, alone or with the above (gated unless
+    /// `gateAnyTemplateChange` is off).
     Template,
+    /// The labels that name the application changed.
+    Relabel,
+    /// An ephemeral container added or changed (`kubectl debug`).
+    Debug,
 }
 
 impl ChangeKind {
@@ -27,7 +32,8 @@ impl ChangeKind {
         match self {
             Self::Restart => "restart",
             Self::Image => "image",
-            Self::Both | Self::Template => "any",
+            Self::Debug => "debug",
+            Self::Both | Self::Template | Self::Relabel => "any",
         }
     }
 
@@ -38,6 +44,8 @@ impl ChangeKind {
             Self::Image => "change the image of",
             Self::Both => "restart and change the image of",
             Self::Template => "change the pod template of",
+            Self::Relabel => "change the application labels of",
+            Self::Debug => "add a debug container to",
         }
     }
 }

@@ -29,28 +29,48 @@ pub const GRANT_ANNOTATION: &str = "rollgate.io/grant";
 /// Pod-template annotation carrying the operation id of such a redeploy.
 pub const OPERATION_ANNOTATION: &str = "rollgate.io/operation";
 
+/// The Pod subresource `kubectl debug` writes ephemeral containers through.
+pub const EPHEMERAL_CONTAINERS: &str = "ephemeralcontainers";
+
 /// rollgate's service account when the config does not name another.
 pub const DEFAULT_ROLLGATE_USERNAME: &str = "system:serviceaccount:rollgate:rollgate";
 
-/// The workload kinds rollgate can gate (apps/v1).
+/// The kinds rollgate can gate: apps/v1 workloads, batch/v1 CronJob and v1
+/// Pod (DESIGN.md "What is gated").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum WorkloadKind {
     Deployment,
     StatefulSet,
     DaemonSet,
+    ReplicaSet,
+    CronJob,
+    Pod,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 3] = [Self::Deployment, Self::StatefulSet, Self::DaemonSet];
+    pub const ALL: [WorkloadKind; 6] = [
+        Self::Deployment,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::ReplicaSet,
+        Self::CronJob,
+        Self::Pod,
+    ];
 
-    /// The kind for an apps/v1 `kind` name, if it is one rollgate knows.
+    /// The kinds `rollgate redeploy` can restart (a restart annotation on
+    /// their pod template rolls their pods).
+    pub const RESTARTABLE: [WorkloadKind; 3] =
+        [Self::Deployment, Self::StatefulSet, Self::DaemonSet];
+
+    /// The kind for a `kind` name, if it is one rollgate knows.
     pub fn from_kind(kind: &str) -> Option<Self> {
-        match kind {
-            "Deployment" => Some(Self::Deployment),
-            "StatefulSet" => Some(Self::StatefulSet),
-            "DaemonSet" => Some(Self::DaemonSet),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// The kind for an API group and `kind` name, as a review's `kind` names
+    /// them: `Deployment` only in `apps`, `Pod` only in the core group.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        Self::from_kind(kind).filter(|k| k.group() == group)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +78,18 @@ impl WorkloadKind {
             Self::Deployment => "Deployment",
             Self::StatefulSet => "StatefulSet",
             Self::DaemonSet => "DaemonSet",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::CronJob => "CronJob",
+            Self::Pod => "Pod",
+        }
+    }
+
+    /// The kind's API group (`""` is the core group).
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Deployment | Self::StatefulSet | Self::DaemonSet | Self::ReplicaSet => "apps",
+            Self::CronJob => "batch",
+            Self::Pod => "",
         }
     }
 
@@ -67,7 +99,15 @@ impl WorkloadKind {
             Self::Deployment => "deployment",
             Self::StatefulSet => "statefulset",
             Self::DaemonSet => "daemonset",
+            Self::ReplicaSet => "replicaset",
+            Self::CronJob => "cronjob",
+            Self::Pod => "pod",
         }
+    }
+
+    /// Whether `rollgate redeploy` can restart this kind.
+    pub fn is_restartable(self) -> bool {
+        Self::RESTARTABLE.contains(&self)
     }
 }
 
@@ -247,15 +287,16 @@ pub fn screen(
     policy: &Policy,
     labelled: &dyn LabelledNamespaces,
 ) -> Result<WorkloadKind, UngatedReason> {
-    if target.group != "apps" {
-        return Err(UngatedReason::NotAWorkload);
-    }
-    let kind = WorkloadKind::from_kind(target.kind).ok_or(UngatedReason::NotAWorkload)?;
+    let kind = WorkloadKind::from_group_kind(target.group, target.kind)
+        .ok_or(UngatedReason::NotAWorkload)?;
     if !policy.gated_kinds.contains(&kind) {
         return Err(UngatedReason::KindNotGated);
     }
-    if target.sub_resource.is_some_and(|s| !s.is_empty()) {
-        return Err(UngatedReason::Subresource);
+    match target.sub_resource.filter(|s| !s.is_empty()) {
+        None => {}
+        // `kubectl debug`: the one subresource that changes what runs.
+        Some(EPHEMERAL_CONTAINERS) if kind == WorkloadKind::Pod => {}
+        Some(_) => return Err(UngatedReason::Subresource),
     }
     if !matches!(target.operation, Operation::Update) {
         return Err(UngatedReason::NotAnUpdate);

@@ -722,6 +722,10 @@ impl Watch {
                 })
                 .await?
             }
+            // TODO(#12): follow ReplicaSets, CronJobs and Pods.
+            WorkloadKind::ReplicaSet | WorkloadKind::CronJob | WorkloadKind::Pod => {
+                (None, boxed(futures::stream::empty(), Update::Pod))
+            }
         };
         let mut watch = Self {
             stream: futures::stream::SelectAll::new(),
@@ -762,7 +766,7 @@ impl Watch {
                     Update::Revision,
                 ));
             }
-            WorkloadKind::StatefulSet => {}
+            _ => {}
         }
         Ok(watch)
     }
