@@ -563,7 +563,7 @@ impl Config {
                     WorkloadKind::from_kind(k).ok_or_else(|| {
                         invalid(
                             "policy.gatedKinds",
-                            format!("{k:?} is not one of Deployment, StatefulSet, DaemonSet"),
+                            format!("{k:?} is not one of Deployment, StatefulSet, DaemonSet, ReplicaSet, CronJob, Pod"),
                         )
                     })
                 })
@@ -585,7 +585,7 @@ impl Config {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
-            gate_any_template_change: file_policy.gate_any_template_change.unwrap_or(false),
+            gate_any_template_change: file_policy.gate_any_template_change.unwrap_or(true),
             rate_limit: rate_limit(
                 "policy.rateLimit",
                 file_policy.rate_limit.take(),

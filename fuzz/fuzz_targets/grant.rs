@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         application: "checkout-api",
         action: "restart",
         new_images: &["registry.example.com/shop/checkout-api:v3.42.0"],
+        removed_containers: &[],
     };
     if let Err(rejection) = VERIFIER.verify(&token, expected, NOW) {
         // The denial message is built from the rejection.

@@ -109,7 +109,7 @@ impl Decision {
 
     /// The denial message: what happened and exactly how to get a grant.
     pub fn message(&self, change: &GatedChange, api_url: &str) -> String {
-        let kind = change.diff.kind_or_template();
+        let kind = change.class;
         let mut msg = format!(
             "rollgate: {user} may not {verb} {k} {ns}/{name} (application {app}): namespace {ns} is protected",
             user = change.requester.username,
@@ -169,6 +169,7 @@ impl Decision {
             );
             return msg;
         }
+        let _ = write!(msg, " What changed: {}.", what_changed(change));
         let action = kind.action();
         let _ = write!(
             msg,
@@ -261,12 +262,14 @@ fn verify_one(
         .iter()
         .filter_map(|i| i.current_image.as_deref())
         .collect();
+    let removed: Vec<&str> = change.diff.removed_containers().collect();
     let expected = Expected {
         user,
         namespace: &change.namespace,
         application: &change.application,
-        action: change.diff.kind_or_template().action(),
+        action: change.class.action(),
         new_images: &new_images,
+        removed_containers: &removed,
     };
     let claims = verifier.verify(&grant.token, expected, now)?;
     if change
@@ -284,6 +287,22 @@ fn verify_one(
         jti: claims.jti,
         max_uses: claims.max_uses,
     })
+}
+
+/// The changes a request makes, for people: the first few, then a count.
+pub fn what_changed(change: &GatedChange) -> String {
+    const SHOWN: usize = 6;
+    let parts = change.diff.described();
+    let mut text = parts
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if parts.len() > SHOWN {
+        let _ = write!(text, " and {} more", parts.len() - SHOWN);
+    }
+    text
 }
 
 /// `1h59m`, `12m`, `45s`.

@@ -577,7 +577,7 @@ fn a_grant_that_does_not_match_is_rejected_and_the_message_says_why() {
         );
         assert_eq!(decision.warning(), None, "row {row:?}");
         let message = decision.message(&change, API_URL);
-        let action = change.diff.kind_or_template().action();
+        let action = change.class.action();
         let command = format!(
             "`rollgate ticket request -n production checkout-api --action {action} --reason"
         );
@@ -883,5 +883,241 @@ fn the_first_grant_that_covers_the_change_allows_it() {
     assert!(
         decision.allowed(),
         "a newer image-only grant must not hide a restart grant: {decision:?}"
+    );
+}
+
+// === the wider gate (DESIGN.md change classes) ===
+
+/// A Pod of checkout-api whose request `edit` shapes (both sides equal first).
+fn mk_pod_change(edit: impl FnOnce(&mut Value)) -> GatedChange {
+    mk_change(|r| {
+        r["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        r["name"] = json!("checkout-api-7d4f8b9c-abc12");
+        let pod = r["oldObject"]["spec"]["template"].clone();
+        r["oldObject"] = pod.clone();
+        r["object"] = pod;
+        edit(r)
+    })
+}
+
+fn mk_debug_change() -> GatedChange {
+    mk_pod_change(|r| {
+        r["subResource"] = json!("ephemeralcontainers");
+        r["object"]["spec"]["ephemeralContainers"] =
+            json!([{"name": "debugger", "image": "busybox:1.36"}]);
+    })
+}
+
+/// checkout-api relabelled `web` in the same request as an image change.
+fn mk_relabel_to_web() -> GatedChange {
+    mk_change(|r| {
+        no_restart(r);
+        new_app_image(r);
+        r["object"]["metadata"]["labels"]["app.kubernetes.io/name"] = json!("web");
+    })
+}
+
+fn decide_with(keys: &Keys, change: &GatedChange, grants: Vec<StoredGrant>) -> Decision {
+    decide(change, Ok(grants), &keys.verifier, FailureMode::Closed, NOW)
+}
+
+#[test]
+fn each_change_class_asks_for_its_action_and_names_what_changed() {
+    let rows = [
+        (
+            "restart with a new command",
+            mk_change(|r| {
+                r["object"]["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["sh"]);
+            }),
+            "any",
+            "may not change the pod template of Deployment production/checkout-api",
+            "What changed: annotation kubectl.kubernetes.io/restartedAt, command of container app.",
+        ),
+        (
+            "relabel",
+            mk_relabel_to_web(),
+            "any",
+            "may not change the application labels of Deployment production/checkout-api (application checkout-api)",
+            "What changed: label app.kubernetes.io/name (checkout-api → web), image of container app",
+        ),
+        (
+            "pod image",
+            mk_pod_change(new_app_image_of_pod),
+            "image",
+            "may not change the image of Pod production/checkout-api-7d4f8b9c-abc12 (application checkout-api)",
+            "What changed: image of container app (",
+        ),
+        (
+            "kubectl debug",
+            mk_debug_change(),
+            "debug",
+            "may not add a debug container to Pod production/checkout-api-7d4f8b9c-abc12",
+            "What changed: debug container debugger added (busybox:1.36).",
+        ),
+    ];
+    let keys = mk_keys();
+    for (row, change, action, verb, what) in rows {
+        let decision = decide_with(&keys, &change, vec![]);
+        assert_eq!(
+            decision,
+            Decision::Denied(DenyReason::NoGrant),
+            "row {row:?}"
+        );
+        let message = decision.message(&change, API_URL);
+        let command =
+            format!("rollgate ticket request -n production checkout-api --action {action} ");
+        for expected in [verb, what, command.as_str()] {
+            assert!(
+                message.contains(expected),
+                "row {row:?}: lacks {expected:?}:\n{message}"
+            );
+        }
+    }
+}
+
+fn new_app_image_of_pod(r: &mut Value) {
+    r["object"]["spec"]["containers"][0]["image"] = json!("evil:1");
+}
+
+#[test]
+fn only_the_grant_that_covers_the_class_admits_it() {
+    let keys = mk_keys();
+    let grant = |action: &'static str, application: &'static str| {
+        mk_grant(
+            &keys.key,
+            GrantSpec {
+                action,
+                application,
+                ..mk_spec()
+            },
+        )
+    };
+    let restart_with_command = mk_change(|r| {
+        r["object"]["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["sh"]);
+    });
+    let rows: [(&str, GatedChange, StoredGrant, bool); 9] = [
+        (
+            "restart grant, restart with a new command",
+            restart_with_command.clone(),
+            grant("restart", "checkout-api"),
+            false,
+        ),
+        (
+            "any grant, restart with a new command",
+            restart_with_command,
+            grant("any", "checkout-api"),
+            true,
+        ),
+        (
+            "image grant for web, payments relabelled web",
+            mk_relabel_to_web(),
+            grant("image", "web"),
+            false,
+        ),
+        (
+            "any grant for web, checkout-api relabelled web",
+            mk_relabel_to_web(),
+            grant("any", "web"),
+            false,
+        ),
+        (
+            "any grant for the old application",
+            mk_relabel_to_web(),
+            grant("any", "checkout-api"),
+            true,
+        ),
+        (
+            "restart grant, debug container",
+            mk_debug_change(),
+            grant("restart", "checkout-api"),
+            false,
+        ),
+        (
+            "debug grant, debug container",
+            mk_debug_change(),
+            grant("debug", "checkout-api"),
+            true,
+        ),
+        (
+            "debug grant, pod image change",
+            mk_pod_change(new_app_image_of_pod),
+            grant("debug", "checkout-api"),
+            false,
+        ),
+        (
+            "image grant, pod image change",
+            mk_pod_change(new_app_image_of_pod),
+            grant("image", "checkout-api"),
+            true,
+        ),
+    ];
+    for (row, change, grant, allowed) in rows {
+        let decision = decide_with(&keys, &change, vec![grant]);
+        assert_eq!(decision.allowed(), allowed, "row {row:?}: {decision:?}");
+    }
+}
+
+#[test]
+fn a_grant_pinned_to_images_never_admits_removing_a_container() {
+    let keys = mk_keys();
+    let issuer = GrantIssuer::new(keys.key.clone(), &GrantSettings::default());
+    let mut claims = issuer.claims(
+        USER,
+        "production",
+        "checkout-api",
+        "42",
+        "RG-000042",
+        "image",
+        "9b1de3c4-7a52-4f0e-8c61-2d9e4b7f0a13".into(),
+        ISSUED,
+    );
+    claims.images = vec!["registry.example.com/shop/checkout-api:v3.42.0".into()];
+    let grant = StoredGrant {
+        jti: claims.jti.clone(),
+        user: claims.sub.clone(),
+        namespace: claims.ns.clone(),
+        application: claims.app.clone(),
+        ticket_id: claims.tid.clone(),
+        ticket_number: claims.tno.clone(),
+        expires_at: claims.exp,
+        token: issuer.sign(&claims).unwrap(),
+    };
+    let with_sidecar = |r: &mut Value| {
+        for side in ["oldObject", "object"] {
+            r[side]["spec"]["template"]["spec"]["containers"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "auth-proxy", "image": "oauth2-proxy:v7"}));
+        }
+    };
+    let pinned_image_only = mk_change(|r| {
+        no_restart(r);
+        with_sidecar(r);
+        new_app_image(r);
+    });
+    assert!(decide_with(&keys, &pinned_image_only, vec![grant.clone()]).allowed());
+
+    let drops_sidecar = mk_change(|r| {
+        no_restart(r);
+        with_sidecar(r);
+        new_app_image(r);
+        r["object"]["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|c| c["name"] != "auth-proxy");
+    });
+    let decision = decide_with(&keys, &drops_sidecar, vec![grant]);
+    assert_eq!(
+        decision,
+        Decision::Denied(DenyReason::Rejected(GrantRejection::RemovesContainer(
+            "auth-proxy".into()
+        )))
+    );
+    assert!(
+        decision
+            .message(&drops_sidecar, API_URL)
+            .contains("may not remove container \"auth-proxy\""),
+        "{}",
+        decision.message(&drops_sidecar, API_URL)
     );
 }

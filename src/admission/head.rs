@@ -176,8 +176,12 @@ mod tests {
             );
             let (new, kube_new) = (ours.object.unwrap(), kubes.object.unwrap());
             assert_eq!(new.metadata.labels, kube_new.metadata.labels);
-            let template: serde_json::Value =
-                serde_json::from_str(new.template().unwrap().get()).unwrap();
+            let template: serde_json::Value = serde_json::from_str(
+                new.template(policy::WorkloadKind::Deployment)
+                    .unwrap()
+                    .get(),
+            )
+            .unwrap();
             assert_eq!(template, kube_new.data["spec"]["template"]);
         }
         assert_eq!(

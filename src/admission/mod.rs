@@ -177,7 +177,7 @@ async fn review_request(
                 kind = %change.kind,
                 application = %change.application,
                 user = %change.requester.username,
-                change = ?change.diff.kind_or_template(),
+                change = ?change.class,
                 decision = decision.metric_label(),
                 dry_run = req.dry_run,
                 "gated change"
@@ -260,7 +260,7 @@ async fn record(
     r.application_name = Some(change.application.clone());
     r.kind = Some(change.kind);
     r.deployment_name = Some(change.name.clone());
-    r.change = Some(change.diff.kind_or_template());
+    r.change = Some(change.class);
     r.image_changes = change.diff.images.clone();
     if change.diff.restarted {
         r.restarted_at = change.diff.restarted_at.clone();

@@ -712,6 +712,7 @@ mod tests {
         record.image_changes = vec![crate::policy::ImageChange {
             container: "app".into(),
             init: true,
+            ephemeral: false,
             previous_image: Some("a:1".into()),
             current_image: Some("a:2".into()),
         }];

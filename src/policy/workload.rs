@@ -1,8 +1,8 @@
 //! The parts of a workload object the gate reads, and nothing else.
 //!
-//! A review carries the whole Deployment, StatefulSet or DaemonSet twice
-//! (`object` and `oldObject`, status included). The gate needs their name,
-//! labels and pod template only, so [`Workload`] is the object type of the
+//! A review carries the whole object twice (`object` and `oldObject`,
+//! status included). The gate needs their name, labels and pod template (a
+//! Pod's containers) only, so [`Workload`] is the object type of the
 //! webhook's kube [`AdmissionRequest`]: the parser skips every other field
 //! without building it, and keeps each pod template as its raw JSON text,
 //! which [`super::change::diff`] reads with borrowing, narrow types.
@@ -17,26 +17,85 @@ use kube::core::{ApiResource, DynamicResourceScope, Resource};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-/// A Deployment, StatefulSet or DaemonSet as the gate sees it.
+use super::WorkloadKind;
+
+/// A gated object (workload, CronJob or Pod) as the gate sees it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Workload {
     /// Name, namespace and labels; the rest of the metadata is skipped.
     #[serde(deserialize_with = "narrow_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
-    spec: Option<WorkloadSpec>,
+    spec: Option<SpecParts>,
+}
+
+/// The parts of a spec that decide what runs, by kind: the pod template of a
+/// workload (`template`) or CronJob (`jobTemplate.spec.template`), a Pod's
+/// own containers. Each kept as raw JSON, read only when it differs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecParts {
+    #[serde(default)]
+    template: Option<Box<RawValue>>,
+    #[serde(default)]
+    job_template: Option<JobTemplate>,
+    #[serde(default)]
+    containers: Option<Box<RawValue>>,
+    #[serde(default)]
+    init_containers: Option<Box<RawValue>>,
+    #[serde(default)]
+    ephemeral_containers: Option<Box<RawValue>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct WorkloadSpec {
+struct JobTemplate {
+    #[serde(default)]
+    spec: Option<JobSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct JobSpec {
     #[serde(default)]
     template: Option<Box<RawValue>>,
 }
 
+/// A Pod's container lists as sent (each `None` when absent or `null`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PodContainers<'a> {
+    pub containers: Option<&'a RawValue>,
+    pub init_containers: Option<&'a RawValue>,
+    pub ephemeral_containers: Option<&'a RawValue>,
+}
+
 impl Workload {
-    /// `spec.template` as sent, if there is one (`null` counts as none).
-    pub fn template(&self) -> Option<&RawValue> {
-        self.spec.as_ref()?.template.as_deref()
+    /// The pod template of a `kind` object as sent, if there is one (`null`
+    /// counts as none): `spec.template`, or a CronJob's
+    /// `spec.jobTemplate.spec.template`; a Pod has none.
+    pub fn template(&self, kind: WorkloadKind) -> Option<&RawValue> {
+        let spec = self.spec.as_ref()?;
+        match kind {
+            WorkloadKind::Pod => None,
+            WorkloadKind::CronJob => spec
+                .job_template
+                .as_ref()?
+                .spec
+                .as_ref()?
+                .template
+                .as_deref(),
+            _ => spec.template.as_deref(),
+        }
+    }
+
+    /// A Pod's containers, init containers and ephemeral containers.
+    pub fn pod_containers(&self) -> PodContainers<'_> {
+        match &self.spec {
+            None => PodContainers::default(),
+            Some(spec) => PodContainers {
+                containers: spec.containers.as_deref(),
+                init_containers: spec.init_containers.as_deref(),
+                ephemeral_containers: spec.ephemeral_containers.as_deref(),
+            },
+        }
     }
 }
 
@@ -63,7 +122,7 @@ fn narrow_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta,
 }
 
 /// kube's admission types need their object type to be a [`Resource`]. A
-/// `Workload` is one of three kinds, so, like kube's `DynamicObject`, it
+/// `Workload` is one of several kinds, so, like kube's `DynamicObject`, it
 /// learns its kind at runtime.
 impl Resource for Workload {
     type DynamicType = ApiResource;
@@ -89,36 +148,17 @@ impl Resource for Workload {
     }
 }
 
-/// The parts of a pod template the diff reads, borrowed from its JSON.
+/// The annotations of a pod template, borrowed from its JSON.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct TemplateParts<'a> {
     #[serde(borrow, default)]
     pub metadata: Option<TemplateMeta<'a>>,
-    #[serde(borrow, default)]
-    pub spec: Option<PodParts<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct TemplateMeta<'a> {
     #[serde(borrow, default)]
     pub annotations: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct PodParts<'a> {
-    #[serde(borrow, default)]
-    pub containers: Option<Vec<ContainerParts<'a>>>,
-    #[serde(borrow, default)]
-    pub init_containers: Option<Vec<ContainerParts<'a>>>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct ContainerParts<'a> {
-    #[serde(borrow)]
-    pub name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub image: Option<Cow<'a, str>>,
 }
 
 impl<'a> TemplateParts<'a> {
@@ -133,19 +173,5 @@ impl<'a> TemplateParts<'a> {
             .as_ref()?
             .get(key)
             .map(|v| v.as_ref())
-    }
-
-    pub fn containers(&self) -> &[ContainerParts<'a>] {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.containers.as_deref())
-            .unwrap_or_default()
-    }
-
-    pub fn init_containers(&self) -> &[ContainerParts<'a>] {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.init_containers.as_deref())
-            .unwrap_or_default()
     }
 }

@@ -322,6 +322,7 @@ fn an_image_change_is_applied_when_the_container_has_the_new_image() {
     op.images = vec![ImageChange {
         container: "web".into(),
         init: false,
+        ephemeral: false,
         previous_image: Some("web:0".into()),
         current_image: Some("web:1".into()),
     }];
