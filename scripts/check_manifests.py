@@ -27,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import celpy
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
@@ -140,6 +141,8 @@ BAD_VALUES = [
     ("webhook timeout over 30 s", {"webhook": {"timeoutSeconds": 60}}, "timeoutSeconds"),
     ("bad protected namespace", {"config": {"policy": {"protectedNamespaces": ["Prod_1"]}}}, "protectedNamespaces"),
     ("bad duration", {"config": {"grants": {"ttl": "2 hours"}}}, "ttl"),
+    ("unknown gated kind", {"config": {"policy": {"gatedKinds": ["Job"]}}}, "gatedKinds"),
+    ("a gated kind twice", {"config": {"policy": {"gatedKinds": ["Pod", "Pod"]}}}, "gatedKinds"),
 ]
 
 # What webhook-config/ leaves out of the chart's default render, and why (webhook-config/README.md):
@@ -430,6 +433,686 @@ def serve_smoke(rendered, binary, workdir):
         log.close()
 
 
+# === what the API server sends rollgate ===
+#
+# The API server calls a webhook entry for a request when one of its rules matches the request's group,
+# version, resource (with its subresource), operation and scope, its namespaceSelector (and objectSelector)
+# matches, and every matchCondition is true (k8s.io/apiserver admission/plugin/webhook: rules.Matcher,
+# namespace.Matcher, matchconditions). The functions below do the same on the rendered objects, with the
+# CEL of the conditions evaluated by cel-python: called_entries() answers for one request. A CEL error is a
+# failure of the check: the API server would apply failurePolicy (Fail: refuse) to every such request.
+
+# A namespace's labels as the API server sees them: it adds kubernetes.io/metadata.name to every one.
+# production is protected by name only (config.policy.protectedNamespaces), payments by label only;
+# kube-system and the release namespace carry the label and must still never be sent.
+TABLE_NAMESPACES = {
+    "production": {},
+    "payments": {"rollgate.io/protected": "true"},
+    "staging": {},
+    "kube-system": {"rollgate.io/protected": "true"},
+    NAMESPACE: {"rollgate.io/protected": "true"},
+}
+PROTECTED = ["production", "payments"]
+
+
+class CelFailure(Exception):
+    """A matchCondition that does not evaluate to a bool (the API server would apply failurePolicy)."""
+
+
+_cel_programs = {}
+
+
+def cel_eval(expression, activation):
+    """Evaluates a CEL expression with cel-python on JSON-shaped variables; raises CelFailure on any error
+    or a non-bool result."""
+    # cel-python answers has(a.b.c) with false when a.b is missing; cel-go (the API server) errors (no
+    # such key). Refuse it here so the table is as strict as the API server.
+    for path in re.findall(r"\bhas\(\s*([A-Za-z_][\w.]*)\s*\)", expression):
+        node, parts = activation, path.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                raise CelFailure(f"has({path}): {'.'.join(parts[:-1])} is missing (cel-go: no such key)")
+            node = node[part]
+    try:
+        if expression not in _cel_programs:
+            env = celpy.Environment()
+            _cel_programs[expression] = env.program(env.compile(expression))
+        result = _cel_programs[expression].evaluate({k: celpy.json_to_cel(v) for k, v in activation.items()})
+    except Exception as e:  # celpy's parse and evaluation errors, and its bugs alike: all fail the check
+        message = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        raise CelFailure(f"{type(e).__name__}: {message[:200]}") from None
+    if not isinstance(result, celpy.celtypes.BoolType):
+        raise CelFailure(f"evaluated to {type(result).__name__} {result!r}, not a bool")
+    return bool(result)
+
+
+def selector_matches(selector, labels):
+    """A metav1.LabelSelector against labels; an absent or empty selector matches everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }.get(op)
+        if ok is None:
+            raise AssertionError(f"unknown selector operator {op}")
+        if not ok:
+            return False
+    return True
+
+
+def rule_matches(rule, req):
+    """One RuleWithOperations against a request (rules.Matcher): "*" in a field matches anything, a
+    resource "pods" matches only the main resource, "pods/ephemeralcontainers" only that subresource,
+    "pods/*" the main resource and every subresource, "*" every main resource; a scope Namespaced
+    rule never matches a namespace itself."""
+
+    def listed(values, value):
+        return "*" in values or value in values
+
+    if not (
+        listed(rule.get("operations", []), req["operation"])
+        and listed(rule.get("apiGroups", []), req["group"])
+        and listed(rule.get("apiVersions", []), req["version"])
+    ):
+        return False
+    resource_ok = False
+    for entry in rule.get("resources", []):
+        res, _, sub = entry.partition("/")
+        if res in ("*", req["resource"]) and sub in ("*", req["subresource"]):
+            resource_ok = True
+    scope = rule.get("scope", "*")
+    is_namespace = req["group"] == "" and req["resource"] == "namespaces"
+    scope_ok = (
+        scope == "*"
+        or (scope == "Namespaced" and not is_namespace and req["namespace"] != "")
+        or (scope == "Cluster" and (is_namespace or req["namespace"] == ""))
+    )
+    return resource_ok and scope_ok
+
+
+def admission_request(req, empty_subresource):
+    """The `request` variable as the API server builds it (an AdmissionRequest through the unstructured
+    converter: subResource is omitempty, so absent on a main-resource request). empty_subresource=True
+    gives it as "" instead: the condition must answer the same both ways."""
+    request = {
+        "uid": "0c9e5b4a-6a43-4a43-9a4e-4d5b7a3d2f10",
+        "kind": dict(req["kind"]),
+        "resource": {"group": req["group"], "version": req["version"], "resource": req["resource"]},
+        "requestKind": dict(req["kind"]),
+        "requestResource": {"group": req["group"], "version": req["version"], "resource": req["resource"]},
+        "name": (req["new"] or req["old"])["metadata"]["name"],
+        "operation": req["operation"],
+        "userInfo": {"username": "dev@example.com", "groups": ["developers", "system:authenticated"]},
+        "dryRun": False,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": f"{req['operation'].title()}Options"},
+    }
+    if req["namespace"]:
+        request["namespace"] = req["namespace"]
+    if req["subresource"] or empty_subresource:
+        request["subResource"] = request["requestSubResource"] = req["subresource"]
+    return request
+
+
+def conditions_hold(conditions, req):
+    """Every matchCondition true (raises CelFailure on an error or when the two forms of request disagree)."""
+    for cond in conditions:
+        answers = set()
+        for empty_subresource in (False, True):
+            activation = {
+                "object": req["new"],
+                "oldObject": req["old"],
+                "request": admission_request(req, empty_subresource),
+            }
+            try:
+                answers.add(cel_eval(cond["expression"], activation))
+            except CelFailure as e:
+                form = 'subResource ""' if empty_subresource else "subResource absent"
+                raise CelFailure(f"matchCondition {cond['name']} ({form}): {e}") from None
+        if len(answers) != 1:
+            raise CelFailure(f"matchCondition {cond['name']} answers differently with subResource absent and \"\"")
+        if not answers.pop():
+            return False
+    return True
+
+
+def called_entries(vwc, req, namespaces):
+    """Names of the webhook entries the API server calls for req."""
+    labels = dict(namespaces[req["namespace"]], **{"kubernetes.io/metadata.name": req["namespace"]})
+    called = []
+    for hook in vwc["webhooks"]:
+        if not any(rule_matches(rule, req) for rule in hook.get("rules", [])):
+            continue
+        if not selector_matches(hook.get("namespaceSelector"), labels):
+            continue
+        objects = [o for o in (req["new"], req["old"]) if o]
+        if not any(selector_matches(hook.get("objectSelector"), o["metadata"].get("labels", {})) for o in objects):
+            continue
+        if conditions_hold(hook.get("matchConditions", []), req):
+            called.append(hook["name"])
+    return called
+
+
+# --- the objects: what the API server holds, with and without labels and initContainers ---
+
+
+def mk_pod_spec(app, init=True):
+    spec = {
+        "containers": [
+            {
+                "name": "api",
+                "image": f"registry.example.com/{app}:1.42.0",
+                "imagePullPolicy": "IfNotPresent",
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "DB_HOST", "value": "checkout-db"}],
+                "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 10},
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File",
+            },
+            {
+                "name": "envoy",
+                "image": "docker.io/envoyproxy/envoy:v1.31.2",
+                "imagePullPolicy": "IfNotPresent",
+                "env": [{"name": "ENVOY_UID", "value": "101"}],
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File",
+            },
+        ],
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst",
+        "serviceAccountName": app,
+        "securityContext": {"runAsNonRoot": True},
+        "schedulerName": "default-scheduler",
+    }
+    if init:
+        spec["initContainers"] = [{
+            "name": "migrate", "image": f"registry.example.com/{app}-migrate:1.42.0", "args": ["up"],
+            "imagePullPolicy": "IfNotPresent",
+        }]
+    return spec
+
+
+def mk_template(labels, app, init=True, annotations=True):
+    meta = {"labels": dict(labels)}
+    if annotations:
+        meta["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "9102"}
+    return {"metadata": meta, "spec": mk_pod_spec(app, init)}
+
+
+def mk_meta(name, labels, **extra):
+    meta = {
+        "name": name,
+        "namespace": "production",
+        "uid": "5f1d2c3b-8e1a-4f0e-b1a2-%012d" % (sum(map(ord, name)) * 7919),
+        "resourceVersion": "48213",
+        "generation": 7,
+        "creationTimestamp": "2025-03-02T09:14:00Z",
+    }
+    if labels is not None:
+        meta["labels"] = dict(labels)
+    meta.update(extra)
+    return meta
+
+
+def mk_workload(kind, name, labels, init=True):
+    """A Deployment, StatefulSet or DaemonSet; labels None: no metadata.labels at all."""
+    selector = {"app.kubernetes.io/name": name}
+    spec = {
+        "selector": {"matchLabels": selector},
+        "template": mk_template(dict(labels or {}, **selector), name, init),
+        "revisionHistoryLimit": 10,
+    }
+    if kind != "DaemonSet":
+        spec["replicas"] = 3
+    if kind == "Deployment":
+        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+        spec["progressDeadlineSeconds"] = 600
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    extra = {"annotations": {"deployment.kubernetes.io/revision": "7"}} if kind == "Deployment" else {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": mk_meta(name, labels, **extra),
+        "spec": spec,
+        "status": {"observedGeneration": 7, "replicas": 3, "readyReplicas": 3},
+    }
+
+
+APP = {"app.kubernetes.io/name": "checkout-api", "app.kubernetes.io/part-of": "shop", "team": "payments"}
+DEPLOYMENT = mk_workload("Deployment", "checkout-api", APP)
+UNLABELLED_DEPLOYMENT = mk_workload("Deployment", "legacy-worker", None, init=False)
+STATEFULSET = mk_workload("StatefulSet", "ledger", None, init=False)
+DAEMONSET = mk_workload("DaemonSet", "node-agent", {"app": "node-agent"})
+
+
+def mk_replicaset():
+    rs = copy.deepcopy(DEPLOYMENT)
+    rs["kind"] = "ReplicaSet"
+    rs["metadata"] = mk_meta(
+        "checkout-api-7d9f8b6c4d",
+        dict(APP, **{"pod-template-hash": "7d9f8b6c4d"}),
+        annotations={
+            "deployment.kubernetes.io/desired-replicas": "3",
+            "deployment.kubernetes.io/max-replicas": "4",
+            "deployment.kubernetes.io/revision": "7",
+        },
+        ownerReferences=[{
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-api",
+            "uid": DEPLOYMENT["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+        }],
+    )
+    rs["spec"] = {
+        "replicas": 3,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "checkout-api", "pod-template-hash": "7d9f8b6c4d"}},
+        "template": copy.deepcopy(DEPLOYMENT["spec"]["template"]),
+    }
+    rs["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = "7d9f8b6c4d"
+    rs["status"] = {"replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "observedGeneration": 1}
+    return rs
+
+
+REPLICASET = mk_replicaset()
+CRONJOB = {
+    "apiVersion": "batch/v1",
+    "kind": "CronJob",
+    "metadata": mk_meta("nightly-report", {"app": "nightly-report"}),
+    "spec": {
+        "schedule": "30 2 * * *",
+        "concurrencyPolicy": "Forbid",
+        "suspend": False,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 1,
+        "jobTemplate": {
+            "spec": {
+                "backoffLimit": 2,
+                "template": {
+                    "metadata": {"labels": {"app": "nightly-report"}},
+                    "spec": dict(mk_pod_spec("nightly-report", init=False), restartPolicy="OnFailure"),
+                },
+            }
+        },
+    },
+    "status": {"lastScheduleTime": "2025-03-02T02:30:00Z"},
+}
+
+
+def mk_pod(name, labels, init=True):
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": mk_meta(name, labels, generation=1, ownerReferences=[{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "checkout-api-7d9f8b6c4d",
+            "uid": REPLICASET["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
+        }], annotations={"prometheus.io/scrape": "true"}),
+        "spec": dict(mk_pod_spec("checkout-api", init), nodeName="node-3", enableServiceLinks=True),
+        "status": {
+            "phase": "Running",
+            "podIP": "10.244.3.17",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2025-03-02T09:15:02Z"}],
+        },
+    }
+
+
+POD = mk_pod("checkout-api-7d9f8b6c4d-x2x9q", dict(APP, **{"pod-template-hash": "7d9f8b6c4d"}))
+UNLABELLED_POD = mk_pod("scratch", None, init=False)
+SCALE = {
+    "apiVersion": "autoscaling/v1",
+    "kind": "Scale",
+    "metadata": mk_meta("checkout-api", None),
+    "spec": {"replicas": 3},
+    "status": {"replicas": 3, "selector": "app.kubernetes.io/name=checkout-api"},
+}
+
+
+def changed(obj, change):
+    """(old, new): obj, and a copy of it with change applied."""
+    new = copy.deepcopy(obj)
+    change(new)
+    return obj, new
+
+
+def _set(path, value):
+    """A change that sets path (keys and list indices) to value, making missing maps on the way."""
+
+    def apply(obj):
+        node = obj
+        for part in path[:-1]:
+            node = node[part] if isinstance(node, list) else node.setdefault(part, {})
+        node[path[-1]] = value
+
+    return apply
+
+
+def _all(*changes):
+    def apply(obj):
+        for c in changes:
+            c(obj)
+    return apply
+
+
+def _swap_containers(obj):
+    obj["spec"]["template"]["spec"]["containers"].reverse()
+
+
+def _env(obj):
+    obj["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "debug"
+
+
+def _add_ephemeral(obj):
+    obj["spec"]["ephemeralContainers"] = [{
+        "name": "debugger-7xk2p", "image": "docker.io/library/busybox:1.36", "targetContainerName": "api",
+        "stdin": True, "tty": True, "imagePullPolicy": "IfNotPresent",
+        "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+    }]
+
+
+TEMPLATE = ("spec", "template")
+RESTARTED = "2025-03-02T10:41:07+01:00"
+GV = {"apps": ("apps", "v1"), "batch": ("batch", "v1"), "core": ("", "v1")}
+
+
+def mk_request(name, api, resource, kind, old, new, operation="UPDATE", subresource="", kind_gv=None):
+    group, version = GV[api]
+    kg, kv = kind_gv or (group, version)
+    return {
+        "name": name, "group": group, "version": version, "resource": resource, "subresource": subresource,
+        "kind": {"group": kg, "version": kv, "kind": kind}, "operation": operation, "old": old, "new": new,
+    }
+
+
+def upd(name, obj, change, resource=None, api="apps", subresource=""):
+    """An UPDATE of obj's main resource (or of subresource) that applies change."""
+    old, new = changed(obj, change)
+    resource = resource or obj["kind"].lower() + "s"
+    return mk_request(name, api, resource, obj["kind"], old, new, subresource=subresource)
+
+
+def must_send():
+    """Requests that may change what runs: sent in every protected namespace, never elsewhere."""
+    img = ("spec", "containers", 0, "image")
+    return [
+        upd("Deployment kubectl rollout restart (restartedAt annotation added)", DEPLOYMENT,
+            _set(TEMPLATE + ("metadata", "annotations", "kubectl.kubernetes.io/restartedAt"), RESTARTED)),
+        upd("Deployment restart under another key case (kubectl.kubernetes.io/RestartedAt)", DEPLOYMENT,
+            _set(TEMPLATE + ("metadata", "annotations", "kubectl.kubernetes.io/RestartedAt"), RESTARTED)),
+        upd("Deployment restart of an object without labels or initContainers", UNLABELLED_DEPLOYMENT,
+            _set(TEMPLATE + ("metadata", "annotations", "kubectl.kubernetes.io/restartedAt"), RESTARTED)),
+        upd("Deployment image change", DEPLOYMENT,
+            _set(TEMPLATE + img, "registry.example.com/checkout-api:1.43.0")),
+        upd("Deployment env change", DEPLOYMENT, _env),
+        upd("Deployment pod-template annotation change", DEPLOYMENT,
+            _set(TEMPLATE + ("metadata", "annotations", "prometheus.io/port"), "9103")),
+        upd("Deployment imagePullPolicy change", DEPLOYMENT,
+            _set(TEMPLATE + ("spec", "containers", 1, "imagePullPolicy"), "Always")),
+        upd("Deployment container order swap", DEPLOYMENT, _swap_containers),
+        upd("Deployment relabel in the same request (template and app.kubernetes.io/name)", DEPLOYMENT, _all(
+            _set(("metadata", "labels", "app.kubernetes.io/name"), "checkout-api-v2"),
+            _set(TEMPLATE + ("metadata", "labels", "app.kubernetes.io/name"), "checkout-api-v2"))),
+        upd("Deployment label-only relabel (app.kubernetes.io/name, template unchanged)", DEPLOYMENT,
+            _set(("metadata", "labels", "app.kubernetes.io/name"), "orders-api")),
+        upd("Deployment app label added to an object without labels", UNLABELLED_DEPLOYMENT,
+            _set(("metadata", "labels"), {"app": "checkout-api"})),
+        upd("DaemonSet app label removed", DAEMONSET, lambda o: o["metadata"]["labels"].pop("app")),
+        upd("StatefulSet image change", STATEFULSET, _set(TEMPLATE + img, "registry.example.com/ledger:1.43.0")),
+        upd("DaemonSet image change", DAEMONSET, _set(TEMPLATE + img, "registry.example.com/node-agent:1.43.0")),
+        upd("ReplicaSet image change", REPLICASET,
+            _set(TEMPLATE + img, "registry.example.com/checkout-api:1.43.0")),
+        upd("CronJob image change (spec.jobTemplate.spec.template)", CRONJOB,
+            _set(("spec", "jobTemplate", "spec", "template") + img, "registry.example.com/nightly-report:1.43.0"),
+            api="batch"),
+        upd("Pod container image change", POD, _set(img, "registry.example.com/checkout-api:1.43.0"), api="core"),
+        upd("Pod initContainer image change", POD,
+            _set(("spec", "initContainers", 0, "image"), "registry.example.com/checkout-api-migrate:1.43.0"),
+            api="core"),
+        upd("Pod image change of a Pod without labels or initContainers", UNLABELLED_POD,
+            _set(img, "docker.io/library/busybox:1.37"), api="core"),
+        upd("Pod app label change", POD,
+            _set(("metadata", "labels", "app.kubernetes.io/name"), "orders-api"), api="core"),
+        upd("pods/ephemeralcontainers adding an ephemeral container (kubectl debug)", POD, _add_ephemeral,
+            resource="pods", api="core", subresource="ephemeralcontainers"),
+    ]
+
+
+def must_not_send():
+    """Requests that cannot change what runs: never sent."""
+    return [
+        upd("Pod update of a non-application label only", POD,
+            _set(("metadata", "labels", "team"), "checkout"), api="core"),
+        upd("Pod update of an annotation only", POD,
+            _set(("metadata", "annotations", "cluster-autoscaler.kubernetes.io/safe-to-evict"), "true"), api="core"),
+        upd("Pod without labels: a label added that is not an application label", UNLABELLED_POD,
+            _set(("metadata", "labels"), {"quarantine": "true"}), api="core"),
+        upd("Deployment spec.replicas only", DEPLOYMENT, _set(("spec", "replicas"), 5)),
+        upd("Deployment without labels: spec.replicas only", UNLABELLED_DEPLOYMENT, _set(("spec", "replicas"), 0)),
+        upd("Deployment metadata annotation and non-application label only", DEPLOYMENT, _all(
+            _set(("metadata", "annotations", "owner"), "team-payments"),
+            _set(("metadata", "labels", "team"), "checkout"))),
+        upd("ReplicaSet update by the deployment controller (replicas, revision annotation)", REPLICASET, _all(
+            _set(("spec", "replicas"), 0),
+            _set(("metadata", "annotations", "deployment.kubernetes.io/revision"), "8"))),
+        upd("CronJob spec.suspend only", CRONJOB, _set(("spec", "suspend"), True), api="batch"),
+        mk_request("deployments/scale", "apps", "deployments", "Scale",
+                   *changed(SCALE, _set(("spec", "replicas"), 6)), subresource="scale", kind_gv=("autoscaling", "v1")),
+        upd("deployments/status", DEPLOYMENT, _set(("status", "readyReplicas"), 2),
+            resource="deployments", subresource="status"),
+        upd("pods/status", POD, _set(("status", "conditions", 0, "status"), "False"), resource="pods", api="core",
+            subresource="status"),
+        mk_request("Deployment CREATE", "apps", "deployments", "Deployment", None, DEPLOYMENT, operation="CREATE"),
+        mk_request("Deployment DELETE", "apps", "deployments", "Deployment", DEPLOYMENT, None, operation="DELETE"),
+    ]
+
+
+def in_namespace(req, namespace):
+    req = copy.deepcopy(req)
+    req["namespace"] = namespace
+    for obj in (req["old"], req["new"]):
+        if obj:
+            obj["metadata"]["namespace"] = namespace
+    return req
+
+
+def request_table():
+    """(request, {namespace: want sent}) for every request of the table."""
+    rows = [(r, {ns: ns in PROTECTED for ns in TABLE_NAMESPACES}) for r in must_send()]
+    rows += [(r, {ns: False for ns in TABLE_NAMESPACES}) for r in must_not_send()]
+    return rows
+
+
+def table_results(vwc, rows, namespaces):
+    """[(request, want, problems, seen)] over the table: problems is empty when the request went as wanted in
+    every namespace, seen lists (namespace, entries called)."""
+    results = []
+    for req, want in rows:
+        problems, seen = [], []
+        for ns, want_sent in want.items():
+            try:
+                called = called_entries(vwc, in_namespace(req, ns), namespaces)
+            except CelFailure as e:
+                problems.append(f"{ns}: {e}")
+                continue
+            if len(called) > 1:
+                problems.append(f"{ns}: called {len(called)} times ({', '.join(called)})")
+            if bool(called) != want_sent:
+                got_word, want_word = ("sent" if called else "not sent"), ("sent" if want_sent else "not sent")
+                problems.append(f"{ns}: {got_word}, want {want_word}")
+            seen.append((ns, called))
+        results.append((req, want, problems, seen))
+    return results
+
+
+def describe(seen):
+    sent = [f"{ns} ({called[0].split('.')[0]})" for ns, called in seen if called]
+    not_sent = [ns for ns, called in seen if not called]
+    return "; ".join(p for p in (
+        f"sent in {', '.join(sent)}" if sent else "",
+        f"not sent in {', '.join(not_sent)}" if not_sent else "",
+    ) if p)
+
+
+# Kind -> (group, version, resource) of the webhook's rules, from DESIGN.md "What is gated".
+KIND_RULES = {
+    "Deployment": [("apps", "v1", "deployments")],
+    "StatefulSet": [("apps", "v1", "statefulsets")],
+    "DaemonSet": [("apps", "v1", "daemonsets")],
+    "ReplicaSet": [("apps", "v1", "replicasets")],
+    "CronJob": [("batch", "v1", "cronjobs")],
+    "Pod": [("", "v1", "pods"), ("", "v1", "pods/ephemeralcontainers")],
+}
+
+
+def rules_problems(vwc, kinds):
+    """The webhook's rules against the gated kinds: exactly their resources, UPDATE only, Namespaced."""
+    want = sorted(t for k in kinds for t in KIND_RULES[k])
+    problems = []
+    for hook in vwc["webhooks"]:
+        got = []
+        for rule in hook["rules"]:
+            if rule.get("operations") != ["UPDATE"] or rule.get("scope") != "Namespaced":
+                problems.append(f"{hook['name']}: rule {rule} is not UPDATE-only and Namespaced")
+            got += [(g, v, r) for g in rule["apiGroups"] for v in rule["apiVersions"] for r in rule["resources"]]
+        if sorted(got) != want:
+            problems.append(f"{hook['name']}: rules cover {sorted(got)}, want {want}")
+    return problems
+
+
+def lose_resource(vwc, resource):
+    vwc = copy.deepcopy(vwc)
+    for hook in vwc["webhooks"]:
+        for rule in hook["rules"]:
+            rule["resources"] = [r for r in rule["resources"] if r != resource]
+        hook["rules"] = [r for r in hook["rules"] if r["resources"]]
+    return vwc
+
+
+def lose_conditions(vwc):
+    vwc = copy.deepcopy(vwc)
+    for hook in vwc["webhooks"]:
+        hook.pop("matchConditions", None)
+    return vwc
+
+
+# --- the label guard ---
+
+
+def mk_namespace(name, labels):
+    """A Namespace; labels None: no metadata.labels at all."""
+    meta = {"name": name, "uid": "3b8e6f0a-1c2d-4e5f-8a9b-%012d" % len(name), "resourceVersion": "9120"}
+    if labels is not None:
+        meta["labels"] = dict(labels, **{"kubernetes.io/metadata.name": name})
+    return {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": meta,
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+    }
+
+
+def label_guard_table(label):
+    """(name, request, want the policy applied): its matchCondition picks out removals of the label."""
+    payments = mk_namespace("payments", {label: "true", "team": "payments"})
+    # The API server labels every namespace with kubernetes.io/metadata.name; one without metadata.labels
+    # at all still exercises the condition's missing-field path.
+    bare = mk_namespace("staging", None)
+    production = mk_namespace("production", {})
+
+    def ns_upd(name, obj, change, subresource=""):
+        return mk_request(name, "core", "namespaces", "Namespace", *changed(obj, change), subresource=subresource)
+
+    def drop(obj):
+        del obj["metadata"]["labels"][label]
+
+    return [
+        (ns_upd("label removed", payments, drop), True),
+        (ns_upd("label set to \"false\"", payments, _set(("metadata", "labels", label), "false")), True),
+        (ns_upd("every label removed (no metadata.labels left)", payments, lambda o: o["metadata"].pop("labels")),
+         True),
+        (ns_upd("label removed through namespaces/status", payments, drop, "status"), True),
+        (ns_upd("label removed through namespaces/finalize", payments, drop, "finalize"), True),
+        (ns_upd("label added", production, _set(("metadata", "labels", label), "true")), False),
+        (ns_upd("label added to a namespace without labels", bare, _set(("metadata", "labels"), {label: "true"})),
+         False),
+        (ns_upd("unrelated label change", payments, _set(("metadata", "labels", "team"), "checkout")), False),
+        (ns_upd("annotation change of a namespace without labels", bare, _set(("metadata", "annotations", "owner"), "qa")),
+         False),
+    ]
+
+
+def check_admission(checks, rendered, values):
+    """The request table against the default render's ValidatingWebhookConfiguration and label guard."""
+    docs = all_docs(rendered)
+    vwc = find(docs, "ValidatingWebhookConfiguration")
+    policy = values["config"]["policy"]
+    label = policy["protectedLabel"]
+    namespaces = {
+        ns: {(label if k == "rollgate.io/protected" else k): v for k, v in labels.items()}
+        for ns, labels in TABLE_NAMESPACES.items()
+    }
+    premise = []
+    if "production" not in policy["protectedNamespaces"]:
+        premise.append("production is not in config.policy.protectedNamespaces (the table protects it by name)")
+    if sorted(policy["gatedKinds"]) != sorted(KIND_RULES):
+        premise.append(f"config.policy.gatedKinds is {policy['gatedKinds']}, the table wants all of {list(KIND_RULES)}")
+    checks.check("admission table: the default values are its premise (production listed, all six kinds)", premise)
+
+    rows = request_table()
+    for req, want, problems, seen in table_results(vwc, rows, namespaces):
+        wanted = "sent in " + ", ".join(ns for ns, w in want.items() if w) if any(want.values()) else "never sent"
+        checks.check(f"admission: {req['name']} (want {wanted})", problems, describe(seen))
+
+    # The table must notice a lost rule or a lost condition: each one dropped from the render makes a row fail.
+    missed = []
+    resources = sorted({r for hook in vwc["webhooks"] for rule in hook["rules"] for r in rule["resources"]})
+    mutants = [(f"rule resource {r} dropped", lose_resource(vwc, r)) for r in resources]
+    mutants.append(("matchConditions dropped", lose_conditions(vwc)))
+    for what, mutant in mutants:
+        if not any(problems for _, _, problems, _ in table_results(mutant, rows, namespaces)):
+            missed.append(f"{what}: every row still as wanted")
+    checks.check("admission table notices a lost rule or condition", missed, f"{len(mutants)} mutants, each caught")
+
+    # Rules follow config.policy.gatedKinds.
+    problems = rules_problems(vwc, policy["gatedKinds"])
+    for kinds in (["Deployment"], ["CronJob", "Pod"], ["StatefulSet", "ReplicaSet"], ["Pod"]):
+        variant = render({"config": {"policy": {"gatedKinds": kinds}}})
+        variant = find(all_docs(variant), "ValidatingWebhookConfiguration")
+        problems += [f"gatedKinds {kinds}: {p}" for p in rules_problems(variant, kinds) + validate_docs([variant], {})]
+    checks.check("webhook rules follow config.policy.gatedKinds", problems, "defaults and 4 subsets")
+
+    # The label guard: UPDATE of a namespace and of its status and finalize subresources, and a
+    # matchCondition that picks out removals of the protected label.
+    vap = find(docs, "ValidatingAdmissionPolicy")
+    rules = vap["spec"]["matchConstraints"]["resourceRules"]
+    problems = []
+    for sub in ("", "status", "finalize"):
+        for op, want in (("UPDATE", True), ("CREATE", False), ("DELETE", False)):
+            req = {"group": "", "version": "v1", "resource": "namespaces", "subresource": sub, "operation": op,
+                   "namespace": ""}
+            if any(rule_matches(r, req) for r in rules) != want:
+                problems.append(f"{op} namespaces{'/' + sub if sub else ''}: {'matched' if not want else 'not matched'}")
+    checks.check(
+        "label guard: resourceRules match UPDATE (only) of namespaces, namespaces/status, namespaces/finalize", problems
+    )
+    for req, want in label_guard_table(label):
+        req = dict(req, namespace="")
+        where = f"namespaces{'/' + req['subresource'] if req['subresource'] else ''}"
+        conditions = vap["spec"].get("matchConditions", [])
+        try:
+            applied = any(rule_matches(r, req) for r in rules) and conditions_hold(conditions, req)
+            problems = [] if applied == want else [f"policy applied: {applied}, want {want}"]
+        except CelFailure as e:
+            applied, problems = None, [str(e)]
+        checks.check(
+            f"label guard: {req['name']} ({where}; want {'applied' if want else 'not applied'})",
+            problems,
+            "applied" if applied else "not applied",
+        )
+
+
 # === main ===
 
 
@@ -497,6 +1180,9 @@ def main():
 
     # Secure defaults of DESIGN.md "Deployment of rollgate itself", as rendered.
     checks.check("default render: DESIGN.md deployment contract", design_contract(all_docs(default)))
+
+    # What the API server sends rollgate, and what the label guard applies to, on a table of requests.
+    check_admission(checks, default, values)
 
     # Alert rules: DESIGN.md's alerts exactly, plus rollgate's own; promtool checks and unit-tests them.
     rules = alert_rules(all_docs(renders["everything-on"]))
@@ -605,9 +1291,10 @@ def design_contract(docs):
             "sideEffects": hook["sideEffects"] == "NoneOnDryRun",
             "timeoutSeconds 3": hook["timeoutSeconds"] == 3,
             "failurePolicy Fail": hook["failurePolicy"] == "Fail",
-            "matchConditions on the pod template": [c["expression"] for c in hook["matchConditions"]]
-            == ["object.spec.template != oldObject.spec.template"],
-            "only UPDATE": hook["rules"][0]["operations"] == ["UPDATE"],
+            # One condition (the API server ANDs them); what it lets through is the admission table's job.
+            "one matchCondition changes-what-runs": [c["name"] for c in hook.get("matchConditions", [])]
+            == ["changes-what-runs"],
+            "only UPDATE": all(rule["operations"] == ["UPDATE"] for rule in hook["rules"]),
         }
         problems += [f"{hook['name']}: {name}" for name, ok in want.items() if not ok]
         names = exprs["kubernetes.io/metadata.name"]
