@@ -32,6 +32,11 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order the API and the CLI list them (a variant
+    /// added to the enum goes here too).
+    pub const ALL: [Self; 4] = [Self::Restart, Self::Image, Self::Debug, Self::Any];
+
+    /// The action's JSON name, as in the ticket and the grant's `action` claim.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Restart => "restart",
@@ -264,7 +269,7 @@ impl NewTicket {
             reason,
         })?;
         validate_text("reason", &self.reason, true)?;
-        if !self.images.is_empty() && self.action == Action::Restart {
+        if !self.images.is_empty() && matches!(self.action, Action::Restart | Action::Debug) {
             return Err(Error::Invalid {
                 field: "images",
                 reason: "pins image changes, so the action must be image or any".into(),
@@ -1133,6 +1138,7 @@ mod tests {
         );
         let cases = [
             ("images", image(&["web:v2"], Action::Restart)),
+            ("images", image(&["web:v2"], Action::Debug)),
             ("images", image(&["web v2"], Action::Image)),
             ("images", image(&[""], Action::Any)),
             (

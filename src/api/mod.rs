@@ -295,6 +295,15 @@ async fn revoke_grant(
     ))
 }
 
+/// What a grant whose ticket allows only `action` admits, for messages.
+fn only_change(action: &str) -> String {
+    match action {
+        "image" => "an image change".into(),
+        "debug" => "a debug container (`kubectl debug`)".into(),
+        other => format!("{other} changes"),
+    }
+}
+
 /// Body of redeploy: which workload, when the application has several.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -327,10 +336,13 @@ async fn redeploy(
             claims.ns, claims.app
         )));
     }
-    if claims.action == "image" {
-        return Err(ApiError::forbidden(
-            "this grant's ticket allows only an image change, and a redeploy is a restart: request a ticket with --action restart",
-        ));
+    // An allow-list: a grant for any other action (image, debug, or one added
+    // later) cannot restart.
+    if !matches!(claims.action.as_str(), "restart" | "any") {
+        return Err(ApiError::forbidden(format!(
+            "this grant's ticket allows only {}, and a redeploy is a restart: request a ticket with --action restart",
+            only_change(&claims.action)
+        )));
     }
     if s.stores
         .grants
@@ -687,6 +699,24 @@ mod tests {
         ];
         for (schema, serialized) in rows {
             assert_eq!(properties(&doc, schema), serialized, "schema {schema}");
+        }
+    }
+
+    #[test]
+    fn action_schema_lists_exactly_the_ticket_actions() {
+        let doc = mk_doc();
+        let documented: Vec<&str> = doc["components"]["schemas"]["Action"]["enum"]
+            .as_array()
+            .expect("schema Action has an enum")
+            .iter()
+            .map(|v| v.as_str().expect("action names are strings"))
+            .collect();
+        let served: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(documented, served, "schema Action");
+        for name in documented {
+            let parsed: Action =
+                serde_json::from_value(Value::from(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(parsed.as_str(), name);
         }
     }
 

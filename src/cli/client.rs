@@ -97,9 +97,10 @@ pub async fn ticket(cmd: TicketCommand) -> Result<(), Error> {
                 client.output,
                 |t| {
                     format!(
-                        "Ticket {} filed (id {}), status {}.\nAn approver (not you) runs: {} ticket approve {}\n",
+                        "Ticket {} filed (id {}, action {}), status {}.\nAn approver (not you) runs: {} ticket approve {}\n",
                         text_of(&t["number"]),
                         text_of(&t["id"]),
+                        text_of(&t["action"]),
                         text_of(&t["status"]),
                         program(),
                         text_of(&t["id"])
@@ -187,9 +188,14 @@ async fn decide(
         |t| {
             let mut out = ticket_rows(std::slice::from_ref(t));
             if verb == "approve" && t["status"] == "APPROVED" {
+                let may = match t["action"].as_str() {
+                    Some("image") => "change the image of",
+                    Some("debug") => "add a debug container (`kubectl debug`) to a pod of",
+                    _ => "redeploy",
+                };
                 let _ = write!(
                     out,
-                    "\n{} may now redeploy {}/{} until {}.\n",
+                    "\n{} may now {may} {}/{} until {}.\n",
                     text_of(&t["requester"]),
                     text_of(&t["namespace"]),
                     text_of(&t["application"]),
@@ -328,7 +334,12 @@ async fn live_grant(api: &ApiClient, namespace: &str, application: &str) -> Resu
     let now = jiff::Timestamp::now();
     let mut candidates: Vec<(jiff::Timestamp, &str)> = items(&list)
         .iter()
-        .filter(|t| t["action"].as_str() != Some("image") && t["grant"]["revokedAt"].is_null())
+        // Only a restart or any grant can redeploy (image and debug grants
+        // cannot: the API refuses them).
+        .filter(|t| {
+            matches!(t["action"].as_str(), Some("restart" | "any"))
+                && t["grant"]["revokedAt"].is_null()
+        })
         .filter_map(|t| {
             let expires = t["grant"]["expiresAt"]
                 .as_str()?

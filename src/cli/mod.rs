@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::FailureMode;
+use crate::tickets::Action;
 
 /// rollgate: no restart or image change in protected namespaces without an approved ticket.
 #[derive(Debug, Parser)]
@@ -318,6 +319,8 @@ pub enum TicketCommand {
         /// Why the redeploy is needed (1 to 1000 characters).
         #[arg(long)]
         reason: String,
+        /// What the grant may allow: a restart, an image change, a debug
+        /// container in a pod (`kubectl debug`), or any gated change.
         #[arg(long, value_enum, default_value_t = ActionArg::Any)]
         action: ActionArg,
         /// Pin an image change to this exact reference (repeat for several containers).
@@ -378,20 +381,32 @@ pub enum TicketCommand {
     },
 }
 
+/// `--action` of `ticket request`: the ticket actions of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ActionArg {
+    /// Restart the workload (`kubectl rollout restart`, `rollgate redeploy`).
     Restart,
+    /// Change container images (`kubectl set image`).
     Image,
+    /// Add an ephemeral container to a pod (`kubectl debug`).
+    Debug,
+    /// Any gated change: restart, image, debug or another pod-template change.
     Any,
 }
 
 impl ActionArg {
-    pub fn as_str(self) -> &'static str {
+    /// The ticket action this flag value asks for.
+    pub fn action(self) -> Action {
         match self {
-            Self::Restart => "restart",
-            Self::Image => "image",
-            Self::Any => "any",
+            Self::Restart => Action::Restart,
+            Self::Image => Action::Image,
+            Self::Debug => Action::Debug,
+            Self::Any => Action::Any,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.action().as_str()
     }
 }
 
@@ -487,4 +502,22 @@ pub enum AuditCommand {
         #[command(flatten)]
         connect: ConnectArgs,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_flag_offers_exactly_the_ticket_actions() {
+        let offered: Vec<Action> = ActionArg::value_variants()
+            .iter()
+            .map(|a| a.action())
+            .collect();
+        assert_eq!(offered, Action::ALL);
+        for arg in ActionArg::value_variants() {
+            let name = arg.to_possible_value().expect("no variant is skipped");
+            assert_eq!(name.get_name(), arg.as_str(), "--action {}", arg.as_str());
+        }
+    }
 }

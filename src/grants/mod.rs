@@ -35,7 +35,7 @@ pub struct GrantClaims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
-    /// What the ticket allows: `restart`, `image` or `any`.
+    /// What the ticket allows: `restart`, `image`, `debug` or `any`.
     #[serde(default = "default_action")]
     pub action: String,
     /// The only image references an image change may set (empty: any).

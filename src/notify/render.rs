@@ -31,8 +31,8 @@ pub struct Links {
     /// `POST` here to reject (TICKET_CREATED).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_url: Option<String>,
-    /// `rollgate redeploy -n NS APP` (TICKET_APPROVED, unless the ticket
-    /// allows only an image change).
+    /// `rollgate redeploy -n NS APP` (TICKET_APPROVED, when the ticket allows
+    /// a restart: action restart or any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redeploy: Option<String>,
     /// `rollgate ticket request …` to ask again (rejected, expired, revoked).
@@ -77,7 +77,7 @@ pub fn links(event: &Event, api: &str) -> Links {
             links.approve_url = Some(format!("{}/approve", links.ticket));
             links.reject_url = Some(format!("{}/reject", links.ticket));
         }
-        EventKind::TicketApproved if t.action != Action::Image => {
+        EventKind::TicketApproved if matches!(t.action, Action::Restart | Action::Any) => {
             links.redeploy = Some(format!(
                 "rollgate redeploy -n {} {}",
                 t.namespace, t.application
@@ -104,7 +104,7 @@ pub fn summary(event: &Event, api: &str) -> String {
         Action::Restart => "restart",
         Action::Image => "change the image of",
         Action::Debug => "debug a pod of",
-        Action::Any => "restart or change the image of",
+        Action::Any => "restart, change the image of or debug a pod of",
     };
     let target = format!("{what} {}/{}", t.namespace, t.application);
     let quoted = event
@@ -134,6 +134,9 @@ pub fn summary(event: &Event, api: &str) -> String {
                     format!(
                         "`{redeploy}`, or `kubectl rollout restart` the workload as {requester}"
                     )
+                }
+                None if t.action == Action::Debug => {
+                    format!("add the debug container as {requester} (`kubectl debug`)")
                 }
                 None => format!("change the image as {requester} (e.g. `kubectl set image`)"),
             };
@@ -246,7 +249,7 @@ mod tests {
     fn each_summary_says_what_happened_and_how_to_act() {
         let url = "https://rollgate.example.com:8444/v1/tickets/7";
         let ask_again = "`rollgate ticket request -n production checkout-api --action restart --reason \"<why>\"`";
-        let rows: [(&str, EventKind, Action, &[&str]); 7] = [
+        let rows: [(&str, EventKind, Action, &[&str]); 9] = [
             (
                 "created",
                 EventKind::TicketCreated,
@@ -280,6 +283,24 @@ mod tests {
                 ],
             ),
             (
+                "approved debug",
+                EventKind::TicketApproved,
+                Action::Debug,
+                &[
+                    "alice may debug a pod of production/checkout-api",
+                    "add the debug container as alice (`kubectl debug`)",
+                ],
+            ),
+            (
+                "rejected debug",
+                EventKind::TicketRejected,
+                Action::Debug,
+                &[
+                    "alice may not debug a pod of production/checkout-api",
+                    "`rollgate ticket request -n production checkout-api --action debug --reason \"<why>\"`",
+                ],
+            ),
+            (
                 "rejected",
                 EventKind::TicketRejected,
                 Action::Restart,
@@ -301,7 +322,7 @@ mod tests {
                 Action::Any,
                 &[
                     "RG-000007 expired",
-                    "alice's request to restart or change the image of production/checkout-api",
+                    "alice's request to restart, change the image of or debug a pod of production/checkout-api",
                     "--action any",
                 ],
             ),
@@ -323,11 +344,14 @@ mod tests {
             }
             assert!(text.lines().count() <= 2, "{row}: {text:?}");
         }
-        let approved_image = summary(&mk_event(EventKind::TicketApproved, Action::Image), API);
-        assert!(
-            !approved_image.contains("rollgate redeploy"),
-            "{approved_image}"
-        );
+        for action in [Action::Image, Action::Debug] {
+            let approved = summary(&mk_event(EventKind::TicketApproved, action), API);
+            assert!(
+                !approved.contains("rollgate redeploy"),
+                "a {} grant cannot redeploy: {approved}",
+                action.as_str()
+            );
+        }
     }
 
     #[test]

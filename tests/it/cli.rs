@@ -857,6 +857,111 @@ async fn ticket_request_pins_images_and_uses() {
 }
 
 #[tokio::test]
+async fn ticket_request_with_action_debug_files_shows_and_approves_a_debug_ticket() {
+    let s = spawn_server("{}").await;
+    let request = [
+        "ticket",
+        "request",
+        "-n",
+        "production",
+        "checkout-api",
+        "--action",
+        "debug",
+        "--reason",
+        "attach a shell to the stuck checkout pod",
+    ];
+
+    let text = ok(&rollgate(&s, &s.alice, &request).await);
+    assert!(
+        text.contains("Ticket RG-000001 filed (id 1, action debug), status PENDING."),
+        "{text}"
+    );
+    let mut as_json = request.to_vec();
+    as_json.extend(["-o", "json"]);
+    let second = json(&rollgate(&s, &s.alice, &as_json).await);
+    assert_eq!(second["action"], "debug", "{second}");
+    let mut as_yaml = request.to_vec();
+    as_yaml.extend(["-o", "yaml"]);
+    let text = ok(&rollgate(&s, &s.alice, &as_yaml).await);
+    assert!(text.contains("action: debug"), "{text}");
+
+    let text = ok(&rollgate(&s, &s.bob, &["ticket", "approve", "1"]).await);
+    assert!(
+        text.contains(
+            "alice may now add a debug container (`kubectl debug`) to a pod of production/checkout-api"
+        ),
+        "{text}"
+    );
+    let text = ok(&rollgate(&s, &s.bob, &["ticket", "show", "1"]).await);
+    let header = text.lines().next().unwrap();
+    let row = text.lines().nth(1).unwrap();
+    let column = header.find("ACTION").expect(&text);
+    assert!(row[column..].starts_with("debug "), "{text}");
+
+    // A debug grant cannot restart: `redeploy` finds no grant for it.
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.alice,
+            &["redeploy", "-n", "production", "checkout-api"],
+        )
+        .await,
+    );
+    assert!(
+        text.contains("has a live grant that allows a restart")
+            && text.contains("--action restart"),
+        "{text}"
+    );
+    let text = failed(
+        &rollgate(
+            &s,
+            &s.alice,
+            &[
+                "redeploy",
+                "-n",
+                "production",
+                "checkout-api",
+                "--ticket",
+                "1",
+            ],
+        )
+        .await,
+    );
+    assert!(
+        text.contains("403: this grant's ticket allows only a debug container"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ticket_request_help_and_usage_errors_list_the_four_actions() {
+    let home = tempfile::tempdir().unwrap();
+    let out = bare(binary(), home.path())
+        .args(["ticket", "request", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let text = ok(&out);
+    for action in ["restart", "image", "debug", "any"] {
+        assert!(text.contains(&format!("- {action}:")), "{action}: {text}");
+    }
+    assert!(text.contains("kubectl debug"), "{text}");
+
+    let out = bare(binary(), home.path())
+        .args(["ticket", "request", "-n", "production", "checkout-api"])
+        .args(["--reason", "why", "--action", "exec"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(
+        stderr(&out).contains("[possible values: restart, image, debug, any]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
 async fn audit_show_checkpoint_export_and_offline_verify_work_as_printed() {
     let s = spawn_server("{}").await;
     let dir = s.dir.path().to_owned();

@@ -3,6 +3,7 @@
 //! covered against a mock API server in `src/redeploy/tests.rs`).
 
 use reqwest::StatusCode;
+use serde_json::json;
 
 use crate::common::spawn_server;
 
@@ -62,4 +63,50 @@ async fn redeploy_checks_the_grant_before_saying_no_cluster_is_configured() {
         .await;
     let detail = after_revoke.problem(StatusCode::FORBIDDEN);
     assert!(detail.contains("revoked"), "{detail}");
+}
+
+#[tokio::test]
+async fn image_and_debug_grants_cannot_redeploy() {
+    let s = spawn_server("{}").await;
+    for (action, allows) in [
+        ("image", "allows only an image change"),
+        ("debug", "allows only a debug container"),
+    ] {
+        let filed = s
+            .post(
+                Some(&s.alice),
+                "/v1/tickets",
+                Some(
+                    json!({"namespace": "production", "application": "checkout-api",
+                            "action": action, "reason": "look into the stuck pod"}),
+                ),
+            )
+            .await;
+        assert_eq!(filed.status, StatusCode::CREATED, "{action}: {filed:?}");
+        let id = filed.body["id"].as_str().unwrap();
+        let approved = s
+            .post(Some(&s.bob), &format!("/v1/tickets/{id}/approve"), None)
+            .await;
+        assert_eq!(approved.status, StatusCode::OK, "{action}: {approved:?}");
+        let grant = s
+            .get(Some(&s.alice), &format!("/v1/tickets/{id}/grant"))
+            .await;
+        let token = grant.body["token"].as_str().unwrap().to_owned();
+
+        let detail = s
+            .post(
+                Some(&token),
+                "/v1/applications/production/checkout-api/redeploy",
+                None,
+            )
+            .await
+            .problem(StatusCode::FORBIDDEN);
+
+        assert!(detail.contains(allows), "{action}: {detail}");
+        assert!(
+            detail.contains("a redeploy is a restart")
+                && detail.contains("request a ticket with --action restart"),
+            "{action}: {detail}"
+        );
+    }
 }

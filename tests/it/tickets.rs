@@ -5,6 +5,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::common::{allowed, denial, restart_by, spawn_server};
+use crate::grants::jwt_part;
 
 #[tokio::test]
 async fn whole_ticket_flow_turns_a_denied_restart_into_an_allowed_one() {
@@ -120,6 +121,98 @@ async fn whole_ticket_flow_turns_a_denied_restart_into_an_allowed_one() {
         ],
         "newest first"
     );
+}
+
+#[tokio::test]
+async fn debug_ticket_is_filed_and_its_grant_claims_action_debug() {
+    let s = spawn_server("{}").await;
+    let filed = s
+        .post(
+            Some(&s.alice),
+            "/v1/tickets",
+            Some(json!({
+                "namespace": "production",
+                "application": "checkout-api",
+                "action": "debug",
+                "reason": "attach a shell to the stuck checkout pod",
+            })),
+        )
+        .await;
+    assert_eq!(filed.status, StatusCode::CREATED, "{filed:?}");
+    assert_eq!(filed.body["action"], "debug", "{filed:?}");
+    let id = filed.body["id"].as_str().unwrap();
+    let shown = s.get(Some(&s.bob), &format!("/v1/tickets/{id}")).await;
+    assert_eq!(shown.body["action"], "debug", "stored as filed: {shown:?}");
+
+    let approved = s
+        .post(Some(&s.bob), &format!("/v1/tickets/{id}/approve"), None)
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    assert_eq!(approved.body["status"], "APPROVED", "{approved:?}");
+    assert_eq!(approved.body["action"], "debug", "{approved:?}");
+
+    let grant = s
+        .get(Some(&s.alice), &format!("/v1/tickets/{id}/grant"))
+        .await;
+    assert_eq!(grant.status, StatusCode::OK, "{grant:?}");
+    let claims = jwt_part(grant.body["token"].as_str().unwrap(), 1);
+    assert_eq!(claims["action"], "debug", "{claims}");
+    assert_eq!(claims["sub"], "alice", "{claims}");
+    assert_eq!(claims["ns"], "production", "{claims}");
+    assert_eq!(claims["app"], "checkout-api", "{claims}");
+    assert_eq!(claims["tid"], id, "{claims}");
+}
+
+#[tokio::test]
+async fn debug_ticket_cannot_pin_images() {
+    let s = spawn_server("{}").await;
+    let body = json!({
+        "namespace": "production",
+        "application": "checkout-api",
+        "action": "debug",
+        "images": ["registry.example.com/shop/checkout-api:v3.42.0"],
+        "reason": "debug with the new build",
+    });
+
+    let detail = s
+        .post(Some(&s.alice), "/v1/tickets", Some(body))
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
+    assert!(
+        detail.contains("images") && detail.contains("image or any"),
+        "{detail}"
+    );
+    let listed = s.get(Some(&s.alice), "/v1/tickets").await;
+    assert_eq!(listed.body["items"], json!([]), "nothing was filed");
+}
+
+#[tokio::test]
+async fn unknown_action_is_refused_naming_the_four_and_files_nothing() {
+    let s = spawn_server("{}").await;
+    let body = json!({
+        "namespace": "production",
+        "application": "checkout-api",
+        "action": "exec",
+        "reason": "open a shell",
+    });
+
+    let detail = s
+        .post(Some(&s.alice), "/v1/tickets", Some(body))
+        .await
+        .problem(StatusCode::BAD_REQUEST);
+
+    assert!(
+        detail.contains("action") && detail.contains("exec"),
+        "{detail}"
+    );
+    for action in ["restart", "image", "debug", "any"] {
+        assert!(detail.contains(action), "{action} missing from {detail}");
+    }
+    let listed = s.get(Some(&s.alice), "/v1/tickets").await;
+    assert_eq!(listed.body["items"], json!([]), "nothing was filed");
+    let filed = s.audit("event=TICKET_CREATED").await;
+    assert!(filed.is_empty(), "nothing was recorded: {filed:?}");
 }
 
 #[tokio::test]
