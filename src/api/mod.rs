@@ -721,6 +721,35 @@ mod tests {
     }
 
     #[test]
+    fn kind_and_change_schemas_list_exactly_what_the_webhook_records() {
+        use crate::policy::{ChangeKind, WorkloadKind};
+        let doc = mk_doc();
+        let documented = |schema: &str| -> Vec<Value> {
+            doc["components"]["schemas"][schema]["enum"]
+                .as_array()
+                .unwrap_or_else(|| panic!("schema {schema} has an enum"))
+                .clone()
+        };
+        let kinds: Vec<Value> = WorkloadKind::ALL
+            .iter()
+            .map(|k| serde_json::to_value(k).unwrap())
+            .collect();
+        assert_eq!(documented("WorkloadKind"), kinds);
+        let changes: Vec<Value> = [
+            ChangeKind::Restart,
+            ChangeKind::Image,
+            ChangeKind::Both,
+            ChangeKind::Template,
+            ChangeKind::Relabel,
+            ChangeKind::Debug,
+        ]
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+        assert_eq!(documented("ChangeKind"), changes);
+    }
+
+    #[test]
     fn audit_record_schema_names_every_field() {
         let doc = mk_doc();
         let mut record = AuditRecord::new(
@@ -742,7 +771,7 @@ mod tests {
         record.image_changes = vec![crate::policy::ImageChange {
             container: "app".into(),
             init: true,
-            ephemeral: false,
+            ephemeral: true,
             previous_image: Some("a:1".into()),
             current_image: Some("a:2".into()),
         }];
