@@ -1,6 +1,6 @@
 //! rollgate: a validating admission webhook and policy gate for Kubernetes.
-//! No restart or image change of a Deployment, StatefulSet or DaemonSet in a
-//! protected namespace without an approved ticket.
+//! In a protected namespace, no restart, image or other change of what runs
+//! without an approved ticket (DESIGN.md "What is gated").
 //!
 //! Where to start reading: [`policy::classify`] (what is gated) and
 //! [`admission::decide`] (the verdict) are pure; [`admission`] is the webhook

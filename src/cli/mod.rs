@@ -20,7 +20,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::config::FailureMode;
 use crate::tickets::Action;
 
-/// rollgate: no restart or image change in protected namespaces without an approved ticket.
+/// rollgate: no restart, image or other change of what runs in protected namespaces without an approved ticket.
 #[derive(Debug, Parser)]
 #[command(name = "rollgate", version, about, propagate_version = true)]
 pub struct Cli {
