@@ -8,7 +8,9 @@
 #   2. alice files a ticket; she cannot approve it herself; bob (an approver by RBAC) approves it;
 #   3. the restart is allowed, with the warning naming the ticket; the rollout is followed to COMPLETED in the
 #      audit trail;
-#   4. an image change by dave (no ticket) is denied; dave cannot remove the protected label;
+#   4. an image change by dave (no ticket) is denied; dave cannot remove the protected label; every other way
+#      round the gate an `edit` user has is denied too (a Pod's image, `kubectl debug`, the ReplicaSet's image,
+#      a CronJob's image, env, a template annotation, relabelling), while a Pod's plain label change passes;
 #   5. bob revokes alice's grant: her next restart is denied;
 #   6. rollgate's pods are deleted mid-flow: ungated changes (scaling, another namespace) keep working while
 #      they are gone, and gating resumes when they are back;
@@ -158,6 +160,10 @@ for ns in "$PROD" "$FREE"; do
     | kubectl apply -f -
   kubectl -n "$ns" rollout status deploy/web --timeout 3m
 done
+kubectl -n "$PROD" create deployment payments --image="$WORKLOAD_IMAGE" --replicas=1 --dry-run=client -o yaml \
+  | kubectl apply -f -
+kubectl -n "$PROD" create cronjob nightly --image="$WORKLOAD_IMAGE" --schedule="0 3 * * *" --dry-run=client -o yaml \
+  | kubectl apply -f -
 ALICE="$(kubectl -n "$USERS" create token alice --duration 1h)"
 BOB="$(kubectl -n "$USERS" create token bob --duration 1h)"
 CAROL="$(kubectl -n "$USERS" create token carol --duration 1h)"
@@ -210,6 +216,32 @@ out="$(as dave -n "$PROD" set image deploy/web pause="$OTHER_IMAGE" 2>&1 || true
 expect_contains "image change without a ticket is denied" "$out" "denied the request"
 out="$(as dave label namespace "$PROD" rollgate.io/protected- 2>&1 || true)"
 expect_contains "removing the protected label is refused to a non-approver" "$out" "only an approver"
+out="$(as dave patch namespace "$PROD" --subresource=status --type=merge \
+  -p '{"metadata":{"labels":{"rollgate.io/protected":null}}}' 2>&1 || true)"
+expect_contains "removing it through namespaces/status is refused too" "$out" "only an approver"
+
+log "4b. no other way round the gate without a ticket"
+pod="$(kubectl -n "$PROD" get pod -l app=web -o jsonpath='{.items[0].metadata.name}')"
+rs="$(kubectl -n "$PROD" get rs -l app=web -o jsonpath='{.items[0].metadata.name}')"
+out="$(as dave -n "$PROD" set image "pod/$pod" pause="$OTHER_IMAGE" 2>&1 || true)"
+expect_contains "a running Pod's image change is denied" "$out" "may not change the image of Pod"
+out="$(as dave -n "$PROD" debug "pod/$pod" --image="$OTHER_IMAGE" --target=pause 2>&1 </dev/null || true)"
+expect_contains "kubectl debug is denied" "$out" "may not add a debug container to Pod"
+as dave -n "$PROD" rollout pause deploy/web >/dev/null 2>&1 || true
+out="$(as dave -n "$PROD" set image "rs/$rs" pause="$OTHER_IMAGE" 2>&1 || true)"
+expect_contains "the ReplicaSet's image change is denied" "$out" "may not change the image of ReplicaSet"
+as dave -n "$PROD" rollout resume deploy/web >/dev/null 2>&1 || true
+out="$(as dave -n "$PROD" set image cronjob/nightly nightly="$OTHER_IMAGE" 2>&1 || true)"
+expect_contains "a CronJob's image change is denied" "$out" "may not change the image of CronJob"
+out="$(as dave -n "$PROD" set env deploy/web LOG_LEVEL=debug 2>&1 || true)"
+expect_contains "an env change is denied as a template change" "$out" "env of container pause"
+out="$(as dave -n "$PROD" patch deploy/web --type=merge \
+  -p '{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/RestartedAt":"now"}}}}}' 2>&1 || true)"
+expect_contains "a restart under another annotation is denied" "$out" "may not change the pod template of"
+out="$(as dave -n "$PROD" label deploy/payments app=web --overwrite 2>&1 || true)"
+expect_contains "relabelling payments as web is denied" "$out" "may not change the application labels of"
+as dave -n "$PROD" label "pod/$pod" e2e-note=hello --overwrite >/dev/null 2>&1 \
+  && pass "a Pod's other labels still change freely" || fail "labelling a Pod with a non-application label failed"
 
 # --- 5. revocation ---------------------------------------------------------------------------------------------
 log "5. bob revokes alice's grant; her next restart is denied"
