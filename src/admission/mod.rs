@@ -142,7 +142,13 @@ async fn review_request(
     };
 
     let decision = if req.dry_run {
-        decision
+        // Nothing is recorded or consumed, but the answer is the real one:
+        // the limits the append would check, read only.
+        match check_limits(state, &change, &decision).await {
+            Ok(None) => decision,
+            Ok(Some(hit)) => Decision::Denied(DenyReason::Limited(hit)),
+            Err(unavailable) => unrecorded(state, &change, decision, unavailable),
+        }
     } else {
         match record(state, req, &change, &decision).await {
             Ok(None) => decision,
@@ -155,14 +161,7 @@ async fn review_request(
                 }
                 denied
             }
-            Err(unavailable) => match state.policy.failure_mode_for(&change.namespace) {
-                // A decision that cannot be recorded is not made (DESIGN.md:
-                // recorded before the webhook answers), unless configured open.
-                FailureMode::Closed if decision.allowed() => {
-                    Decision::Denied(DenyReason::Unavailable(unavailable))
-                }
-                _ => decision,
-            },
+            Err(unavailable) => unrecorded(state, &change, decision, unavailable),
         }
     };
 
@@ -200,6 +199,80 @@ async fn review_request(
         response.result.reason = "Forbidden".into();
     }
     (response, label)
+}
+
+/// `decision` when the store round trip after it failed: a decision that
+/// cannot be recorded (or, for a dry run, checked against its limits) is not
+/// made (DESIGN.md: recorded before the webhook answers), unless configured open.
+fn unrecorded(
+    state: &AppState,
+    change: &GatedChange,
+    decision: Decision,
+    unavailable: Unavailable,
+) -> Decision {
+    match state.policy.failure_mode_for(&change.namespace) {
+        FailureMode::Closed if decision.allowed() => {
+            Decision::Denied(DenyReason::Unavailable(unavailable))
+        }
+        _ => decision,
+    }
+}
+
+/// The limits an admission allowed by a grant is appended within (the
+/// grant's uses, the application's rate); `None` for any other decision.
+fn admission_limits(state: &AppState, decision: &Decision) -> Option<AdmissionLimits> {
+    let Decision::Allowed {
+        jti,
+        expires_at,
+        max_uses,
+        ..
+    } = decision
+    else {
+        return None;
+    };
+    Some(AdmissionLimits {
+        grant_uses: max_uses.map(|max| GrantUses {
+            jti: jti.clone(),
+            max,
+            expires_at: *expires_at,
+        }),
+        rate: state.policy.rate_limit.map(|rate| RateCheck {
+            limit: rate.limit,
+            window_secs: i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX),
+            now: jiff::Timestamp::now().as_second(),
+        }),
+    })
+}
+
+/// A dry run's second and last round trip: what the append of `decision`
+/// would say of its limits, read only (`Ok(None)`, and no round trip, when
+/// it has none).
+async fn check_limits(
+    state: &AppState,
+    change: &GatedChange,
+    decision: &Decision,
+) -> Result<Option<LimitHit>, Unavailable> {
+    let Some(limits) = admission_limits(state, decision)
+        .filter(|l| l.grant_uses.is_some() || l.rate.is_some_and(|r| r.limit > 0))
+    else {
+        return Ok(None);
+    };
+    let check =
+        state
+            .stores
+            .audit
+            .check_admission_limits(&change.namespace, &change.application, &limits);
+    match tokio::time::timeout(state.store_timeout, check).await {
+        Ok(Ok(hit)) => Ok(hit),
+        Ok(Err(e)) => Err(Unavailable {
+            what: "audit log",
+            detail: error_chain(&e),
+        }),
+        Err(_) => Err(Unavailable {
+            what: "audit log",
+            detail: format!("no answer within {:?}", state.store_timeout),
+        }),
+    }
 }
 
 /// The one store round trip of a gated request: the grants of the requester
@@ -298,33 +371,14 @@ async fn record(
         .then(|| r.operation_id.clone())
         .flatten();
     let append = async {
-        match decision {
-            Decision::Allowed {
-                jti,
-                expires_at,
-                max_uses,
-                ..
-            } => {
-                let limits = AdmissionLimits {
-                    grant_uses: max_uses.map(|max| GrantUses {
-                        jti: jti.clone(),
-                        max,
-                        expires_at: *expires_at,
-                    }),
-                    rate: state.policy.rate_limit.map(|rate| RateCheck {
-                        limit: rate.limit,
-                        window_secs: i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX),
-                        now: jiff::Timestamp::now().as_second(),
-                    }),
-                };
-                state
-                    .stores
-                    .audit
-                    .append_admission(r, &limits)
-                    .await
-                    .map(|outcome| outcome.err())
-            }
-            _ => state.stores.audit.append(r).await.map(|_| None),
+        match admission_limits(state, decision) {
+            Some(limits) => state
+                .stores
+                .audit
+                .append_admission(r, &limits)
+                .await
+                .map(|outcome| outcome.err()),
+            None => state.stores.audit.append(r).await.map(|_| None),
         }
     };
     match tokio::time::timeout(state.store_timeout, append).await {
