@@ -4,7 +4,12 @@
 //!
 //! A review that parses always gets HTTP 200 with its `uid` echoed; one that
 //! does not gets 400 (413 above the body limit, from the router's layer).
-//! Ungated requests touch no store.
+//! Ungated requests touch no store. With a cluster, a request ungated only
+//! because the namespace index does not know its namespace as protected is
+//! first confirmed with the API server ([`NamespaceLookup`]); one it cannot
+//! confirm is denied.
+//!
+//! [`NamespaceLookup`]: crate::policy::index::NamespaceLookup
 
 pub mod decide;
 pub mod head;
@@ -62,23 +67,43 @@ fn invalid(reason: String) -> Response {
 
 async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     let started = Instant::now();
+    let mut unconfirmed = None;
     if let Some(head) = ReviewHead::parse(&body)
-        && head.ungated(&state.policy, &*state.namespaces).is_some()
+        && let Some(reason) = head.ungated(&state.policy, &*state.namespaces)
     {
-        // Not gated, by the target alone: answered without building the objects.
-        state.metrics.admission(
-            head.kind(),
-            operation_name(head.operation()),
-            "ungated",
-            started.elapsed().as_secs_f64(),
-        );
-        return json_response(StatusCode::OK, &head.allow().into_review());
+        let open = match (&state.namespace_lookup, reason) {
+            // The API server calls only for namespaces its selector matched:
+            // the index may be behind a label set a moment ago.
+            (Some(lookup), policy::UngatedReason::NamespaceNotProtected) => {
+                match lookup.is_protected(head.namespace()).await {
+                    Ok(protected) => !protected,
+                    Err(error) => {
+                        unconfirmed = Some(error);
+                        false
+                    }
+                }
+            }
+            _ => true,
+        };
+        if open {
+            // Not gated, by the target alone: answered without building the objects.
+            state.metrics.admission(
+                head.kind(),
+                operation_name(head.operation()),
+                "ungated",
+                started.elapsed().as_secs_f64(),
+            );
+            return json_response(StatusCode::OK, &head.allow().into_review());
+        }
     }
     let req = match parse_review(&body) {
         Ok(req) => req,
         Err(reason) => return invalid(reason),
     };
-    let response = review_request(&state, &req).await;
+    let response = match &unconfirmed {
+        Some(error) => (deny_unconfirmed(&req, error), "denied_unavailable"),
+        None => review_request(&state, &req).await,
+    };
     let kind = req.kind.kind.as_str();
     let operation = operation_name(&req.operation);
     let decision = response.1;
@@ -86,6 +111,25 @@ async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
         .metrics
         .admission(kind, operation, decision, started.elapsed().as_secs_f64());
     json_response(StatusCode::OK, &response.0.into_review())
+}
+
+/// The denial of a request about a namespace rollgate could not look up:
+/// the API server's selector matched it, so it may be protected, and
+/// rollgate fails closed.
+fn deny_unconfirmed(
+    req: &AdmissionRequest<Workload>,
+    error: &policy::index::lookup::Error,
+) -> AdmissionResponse {
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let cause = error_chain(error);
+    tracing::warn!(%namespace, %cause, "cannot confirm whether a namespace is protected; denied");
+    let mut response = AdmissionResponse::from(req).deny(format!(
+        "rollgate cannot confirm whether namespace {namespace} is protected ({cause}), so it fails closed. \
+         Nothing is wrong with your request: retry in a minute; if this persists, tell the platform team."
+    ));
+    response.result.code = 403;
+    response.result.reason = "Forbidden".into();
+    response
 }
 
 /// The review's envelope, with the request's objects as [`Workload`]s.

@@ -11,6 +11,7 @@ mod fake_api;
 mod faults;
 mod grants;
 mod limits;
+mod namespaces;
 mod notify;
 mod operations_contract;
 mod persistence;
