@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{GrantFilter, GrantVerifier, KeySet, SigningKey};
 use crate::metrics::Metrics;
-use crate::policy::index::NamespaceIndex;
+use crate::policy::index::{NamespaceIndex, NamespaceLookup};
 use crate::state::AppState;
 use crate::tickets::TicketDesk;
 use crate::tls::ReloadingCert;
@@ -185,6 +185,13 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     let mut state = AppState {
         rollouts: kube.is_some().then_some(wake_follower),
         namespaces: namespaces.clone(),
+        namespace_lookup: kube.as_ref().map(|client| {
+            Arc::new(NamespaceLookup::new(
+                client.clone(),
+                namespaces.clone(),
+                config.store_timeout,
+            ))
+        }),
         policy: Arc::new(config.policy.clone()),
         stores,
         verifier: Arc::new(verifier),

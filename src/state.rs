@@ -10,7 +10,7 @@ use crate::auth::{SharedAuthenticator, SharedAuthorizer};
 use crate::grants::{GrantVerifier, KeySet};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::policy::index::NamespaceIndex;
+use crate::policy::index::{NamespaceIndex, NamespaceLookup};
 use crate::store::Stores;
 use crate::tickets::TicketDesk;
 
@@ -18,6 +18,9 @@ use crate::tickets::TicketDesk;
 pub struct AppState {
     pub policy: Arc<Policy>,
     pub namespaces: Arc<NamespaceIndex>,
+    /// Asks the cluster about a namespace the index does not know as
+    /// protected (with a cluster only; without one the index is the truth).
+    pub namespace_lookup: Option<Arc<NamespaceLookup>>,
     pub stores: Stores,
     pub verifier: Arc<GrantVerifier>,
     pub keys: Arc<KeySet>,

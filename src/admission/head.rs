@@ -67,6 +67,11 @@ impl<'a> ReviewHead<'a> {
         &self.request.operation
     }
 
+    /// The request's namespace; empty for a cluster-scoped object.
+    pub fn namespace(&self) -> &str {
+        self.request.namespace.as_deref().unwrap_or_default()
+    }
+
     /// Why the request is not gated, when its target alone says so.
     pub fn ungated(
         &self,

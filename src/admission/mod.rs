@@ -4,7 +4,12 @@
 //!
 //! A review that parses always gets HTTP 200 with its `uid` echoed; one that
 //! does not gets 400 (413 above the body limit, from the router's layer).
-//! Ungated requests touch no store.
+//! Ungated requests touch no store. With a cluster, a request ungated only
+//! because the namespace index does not know its namespace as protected is
+//! first confirmed with the API server ([`NamespaceLookup`]); one it cannot
+//! confirm is denied.
+//!
+//! [`NamespaceLookup`]: crate::policy::index::NamespaceLookup
 
 pub mod decide;
 pub mod head;
@@ -62,23 +67,43 @@ fn invalid(reason: String) -> Response {
 
 async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     let started = Instant::now();
+    let mut unconfirmed = None;
     if let Some(head) = ReviewHead::parse(&body)
-        && head.ungated(&state.policy, &*state.namespaces).is_some()
+        && let Some(reason) = head.ungated(&state.policy, &*state.namespaces)
     {
-        // Not gated, by the target alone: answered without building the objects.
-        state.metrics.admission(
-            head.kind(),
-            operation_name(head.operation()),
-            "ungated",
-            started.elapsed().as_secs_f64(),
-        );
-        return json_response(StatusCode::OK, &head.allow().into_review());
+        let open = match (&state.namespace_lookup, reason) {
+            // The API server calls only for namespaces its selector matched:
+            // the index may be behind a label set a moment ago.
+            (Some(lookup), policy::UngatedReason::NamespaceNotProtected) => {
+                match lookup.is_protected(head.namespace()).await {
+                    Ok(protected) => !protected,
+                    Err(error) => {
+                        unconfirmed = Some(error);
+                        false
+                    }
+                }
+            }
+            _ => true,
+        };
+        if open {
+            // Not gated, by the target alone: answered without building the objects.
+            state.metrics.admission(
+                head.kind(),
+                operation_name(head.operation()),
+                "ungated",
+                started.elapsed().as_secs_f64(),
+            );
+            return json_response(StatusCode::OK, &head.allow().into_review());
+        }
     }
     let req = match parse_review(&body) {
         Ok(req) => req,
         Err(reason) => return invalid(reason),
     };
-    let response = review_request(&state, &req).await;
+    let response = match &unconfirmed {
+        Some(error) => (deny_unconfirmed(&req, error), "denied_unavailable"),
+        None => review_request(&state, &req).await,
+    };
     let kind = req.kind.kind.as_str();
     let operation = operation_name(&req.operation);
     let decision = response.1;
@@ -86,6 +111,25 @@ async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
         .metrics
         .admission(kind, operation, decision, started.elapsed().as_secs_f64());
     json_response(StatusCode::OK, &response.0.into_review())
+}
+
+/// The denial of a request about a namespace rollgate could not look up:
+/// the API server's selector matched it, so it may be protected, and
+/// rollgate fails closed.
+fn deny_unconfirmed(
+    req: &AdmissionRequest<Workload>,
+    error: &policy::index::lookup::Error,
+) -> AdmissionResponse {
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let cause = error_chain(error);
+    tracing::warn!(%namespace, %cause, "cannot confirm whether a namespace is protected; denied");
+    let mut response = AdmissionResponse::from(req).deny(format!(
+        "rollgate cannot confirm whether namespace {namespace} is protected ({cause}), so it fails closed. \
+         Nothing is wrong with your request: retry in a minute; if this persists, tell the platform team."
+    ));
+    response.result.code = 403;
+    response.result.reason = "Forbidden".into();
+    response
 }
 
 /// The review's envelope, with the request's objects as [`Workload`]s.
@@ -142,7 +186,13 @@ async fn review_request(
     };
 
     let decision = if req.dry_run {
-        decision
+        // Nothing is recorded or consumed, but the answer is the real one:
+        // the limits the append would check, read only.
+        match check_limits(state, &change, &decision).await {
+            Ok(None) => decision,
+            Ok(Some(hit)) => Decision::Denied(DenyReason::Limited(hit)),
+            Err(unavailable) => unrecorded(state, &change, decision, unavailable),
+        }
     } else {
         match record(state, req, &change, &decision).await {
             Ok(None) => decision,
@@ -155,14 +205,7 @@ async fn review_request(
                 }
                 denied
             }
-            Err(unavailable) => match state.policy.failure_mode_for(&change.namespace) {
-                // A decision that cannot be recorded is not made (DESIGN.md:
-                // recorded before the webhook answers), unless configured open.
-                FailureMode::Closed if decision.allowed() => {
-                    Decision::Denied(DenyReason::Unavailable(unavailable))
-                }
-                _ => decision,
-            },
+            Err(unavailable) => unrecorded(state, &change, decision, unavailable),
         }
     };
 
@@ -200,6 +243,80 @@ async fn review_request(
         response.result.reason = "Forbidden".into();
     }
     (response, label)
+}
+
+/// `decision` when the store round trip after it failed: a decision that
+/// cannot be recorded (or, for a dry run, checked against its limits) is not
+/// made (DESIGN.md: recorded before the webhook answers), unless configured open.
+fn unrecorded(
+    state: &AppState,
+    change: &GatedChange,
+    decision: Decision,
+    unavailable: Unavailable,
+) -> Decision {
+    match state.policy.failure_mode_for(&change.namespace) {
+        FailureMode::Closed if decision.allowed() => {
+            Decision::Denied(DenyReason::Unavailable(unavailable))
+        }
+        _ => decision,
+    }
+}
+
+/// The limits an admission allowed by a grant is appended within (the
+/// grant's uses, the application's rate); `None` for any other decision.
+fn admission_limits(state: &AppState, decision: &Decision) -> Option<AdmissionLimits> {
+    let Decision::Allowed {
+        jti,
+        expires_at,
+        max_uses,
+        ..
+    } = decision
+    else {
+        return None;
+    };
+    Some(AdmissionLimits {
+        grant_uses: max_uses.map(|max| GrantUses {
+            jti: jti.clone(),
+            max,
+            expires_at: *expires_at,
+        }),
+        rate: state.policy.rate_limit.map(|rate| RateCheck {
+            limit: rate.limit,
+            window_secs: i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX),
+            now: jiff::Timestamp::now().as_second(),
+        }),
+    })
+}
+
+/// A dry run's second and last round trip: what the append of `decision`
+/// would say of its limits, read only (`Ok(None)`, and no round trip, when
+/// it has none).
+async fn check_limits(
+    state: &AppState,
+    change: &GatedChange,
+    decision: &Decision,
+) -> Result<Option<LimitHit>, Unavailable> {
+    let Some(limits) = admission_limits(state, decision)
+        .filter(|l| l.grant_uses.is_some() || l.rate.is_some_and(|r| r.limit > 0))
+    else {
+        return Ok(None);
+    };
+    let check =
+        state
+            .stores
+            .audit
+            .check_admission_limits(&change.namespace, &change.application, &limits);
+    match tokio::time::timeout(state.store_timeout, check).await {
+        Ok(Ok(hit)) => Ok(hit),
+        Ok(Err(e)) => Err(Unavailable {
+            what: "audit log",
+            detail: error_chain(&e),
+        }),
+        Err(_) => Err(Unavailable {
+            what: "audit log",
+            detail: format!("no answer within {:?}", state.store_timeout),
+        }),
+    }
 }
 
 /// The one store round trip of a gated request: the grants of the requester
@@ -298,33 +415,14 @@ async fn record(
         .then(|| r.operation_id.clone())
         .flatten();
     let append = async {
-        match decision {
-            Decision::Allowed {
-                jti,
-                expires_at,
-                max_uses,
-                ..
-            } => {
-                let limits = AdmissionLimits {
-                    grant_uses: max_uses.map(|max| GrantUses {
-                        jti: jti.clone(),
-                        max,
-                        expires_at: *expires_at,
-                    }),
-                    rate: state.policy.rate_limit.map(|rate| RateCheck {
-                        limit: rate.limit,
-                        window_secs: i64::try_from(rate.window.as_secs()).unwrap_or(i64::MAX),
-                        now: jiff::Timestamp::now().as_second(),
-                    }),
-                };
-                state
-                    .stores
-                    .audit
-                    .append_admission(r, &limits)
-                    .await
-                    .map(|outcome| outcome.err())
-            }
-            _ => state.stores.audit.append(r).await.map(|_| None),
+        match admission_limits(state, decision) {
+            Some(limits) => state
+                .stores
+                .audit
+                .append_admission(r, &limits)
+                .await
+                .map(|outcome| outcome.err()),
+            None => state.stores.audit.append(r).await.map(|_| None),
         }
     };
     match tokio::time::timeout(state.store_timeout, append).await {

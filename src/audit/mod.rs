@@ -305,6 +305,17 @@ pub trait AuditLog: Send + Sync + 'static {
         record: AuditRecord,
         limits: &AdmissionLimits,
     ) -> Result<Result<AuditRecord, LimitHit>, crate::store::Error>;
+    /// What [`AuditLog::append_admission`] would answer now for an allowed
+    /// ADMISSION record of `namespace`/`application` under `limits`:
+    /// `Some(hit)` when a limit would refuse it. Read only: it appends no
+    /// record and counts no use, so a dry run gets the real answer and
+    /// consumes nothing (DESIGN.md "What is gated"). One round trip.
+    async fn check_admission_limits(
+        &self,
+        namespace: &str,
+        application: &str,
+        limits: &AdmissionLimits,
+    ) -> Result<Option<LimitHit>, crate::store::Error>;
     /// A page of records matching `filter`, newest first.
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, crate::store::Error>;
     /// One record by id.

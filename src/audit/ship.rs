@@ -167,6 +167,17 @@ impl AuditLog for ShippedLog {
         Ok(outcome)
     }
 
+    async fn check_admission_limits(
+        &self,
+        namespace: &str,
+        application: &str,
+        limits: &AdmissionLimits,
+    ) -> Result<Option<LimitHit>, Error> {
+        self.inner
+            .check_admission_limits(namespace, application, limits)
+            .await
+    }
+
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {
         self.inner.query(filter).await
     }

@@ -1,6 +1,13 @@
 //! Namespaces protected by label, kept in memory by a watch so the webhook
 //! never calls the API server per request (linkerd's index pattern: the
 //! watch calls `apply`/`delete`, lookups are plain method calls).
+//!
+//! Beside it, [`NamespaceLookup`] answers for a namespace the index does not
+//! (yet) know as protected, when the API server calls about it anyway.
+
+pub mod lookup;
+
+pub use lookup::NamespaceLookup;
 
 use std::collections::BTreeSet;
 use std::sync::RwLock;
@@ -35,17 +42,21 @@ impl NamespaceIndex {
         self.synced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// True when `ns` carries this index's label set to `"true"`.
+    pub fn protects(&self, ns: &Namespace) -> bool {
+        ns.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(&self.label))
+            .is_some_and(|v| v == "true")
+    }
+
     /// Records a namespace as seen by the watch.
     pub fn apply(&self, ns: &Namespace) {
         let Some(name) = ns.metadata.name.clone() else {
             return;
         };
-        let labelled = ns
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(&self.label))
-            .is_some_and(|v| v == "true");
+        let labelled = self.protects(ns);
         let mut set = self.protected.write().unwrap_or_else(|p| p.into_inner());
         if labelled {
             set.insert(name);

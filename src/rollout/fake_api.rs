@@ -118,6 +118,23 @@ impl FakeApi {
         self.changed.notify_waiters();
     }
 
+    /// Creates or replaces `object` for reads only: no watch hears of it,
+    /// as when a watch is behind the API server.
+    pub fn apply_unwatched(&self, mut object: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.resource_version += 1;
+        object["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
+        let collection = Self::collection_of(
+            object["kind"].as_str().unwrap_or_default(),
+            object["metadata"]["namespace"].as_str().unwrap_or_default(),
+        );
+        let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+        s.objects
+            .entry(collection)
+            .or_default()
+            .insert(name, object);
+    }
+
     /// Deletes `name` of `kind` in `namespace` (DELETED).
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
         let mut s = self.state.lock().unwrap();

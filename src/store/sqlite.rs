@@ -495,7 +495,8 @@ fn admit(
     record: AuditRecord,
     limits: &AdmissionLimits,
 ) -> Result<Result<AuditRecord, LimitHit>, Error> {
-    if let Some(hit) = limit_hit(conn, &record, limits)? {
+    let (namespace, application) = (&record.namespace, &record.application_name);
+    if let Some(hit) = limit_hit(conn, namespace.as_deref(), application.as_deref(), limits)? {
         return Ok(Err(hit));
     }
     let record = append_in(conn, record)?;
@@ -635,11 +636,14 @@ fn readable(seq: u64, body: &str) -> AuditRecord {
     })
 }
 
-/// The limit an admission of `record` would exceed, if any. The rate limit
-/// counts the ALLOWED admissions of the application already in the trail.
+/// The limit an admission of `namespace`/`application` would exceed, if
+/// any. The rate limit counts the ALLOWED admissions of the application
+/// already in the trail. Only reads: the append and the dry run's check
+/// share it, so they answer alike.
 fn limit_hit(
     tx: &Connection,
-    record: &AuditRecord,
+    namespace: Option<&str>,
+    application: Option<&str>,
     limits: &AdmissionLimits,
 ) -> Result<Option<LimitHit>, Error> {
     if let Some(uses) = &limits.grant_uses {
@@ -663,7 +667,7 @@ fn limit_hit(
             .query_row(
                 "SELECT ts FROM audit WHERE namespace = ?1 AND application = ?2 AND event = 'ADMISSION'
                  AND decision = 'ALLOWED' AND ts > ?3 ORDER BY seq DESC LIMIT 1 OFFSET ?4",
-                params![record.namespace, record.application_name, crate::audit::timestamp_text(since), rate.limit - 1],
+                params![namespace, application, crate::audit::timestamp_text(since), rate.limit - 1],
                 |r| r.get(0),
             )
             .optional()?;
@@ -698,6 +702,22 @@ impl AuditLog for SqliteStore {
         limits: &AdmissionLimits,
     ) -> Result<Result<AuditRecord, LimitHit>, Error> {
         self.append_with(record, limits.clone()).await
+    }
+
+    async fn check_admission_limits(
+        &self,
+        namespace: &str,
+        application: &str,
+        limits: &AdmissionLimits,
+    ) -> Result<Option<LimitHit>, Error> {
+        let (namespace, application) = (namespace.to_owned(), application.to_owned());
+        let limits = limits.clone();
+        self.read(move |c| {
+            // One snapshot for both reads, as the append's transaction has.
+            let tx = c.transaction()?;
+            limit_hit(&tx, Some(&namespace), Some(&application), &limits)
+        })
+        .await
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rollgate::config::StoreConfig;
 
-use crate::common::{TestServer, allowed, denial, fixture, restart_by, spawn_server_with};
+use crate::common::{TestServer, allowed, by, denial, fixture, restart_by, spawn_server_with};
 use crate::store_contract::RedisServer;
 
 const YAML: &str = "storeTimeout: 500ms\npolicy:\n  protectedNamespaces: [production, payments]\n  failOpenNamespaces: [payments]\n";
@@ -178,6 +178,55 @@ async fn a_change_that_cannot_be_recorded_is_not_made() {
     assert_eq!(
         ungated["allowed"], true,
         "ungated changes are never recorded, so they pass"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_whose_limits_cannot_be_checked_fails_closed_as_its_append_would() {
+    let redis = RedisServer::start(&[]);
+    let s = spawn_on(&redis).await;
+    let filed = s
+        .post(
+            Some(&s.alice),
+            "/v1/tickets",
+            Some(
+                serde_json::json!({"namespace": "production", "application": "checkout-api",
+                                    "reason": "one restart", "action": "restart", "maxUses": 1}),
+            ),
+        )
+        .await;
+    let id = filed.body["id"].as_str().unwrap();
+    let approved = s
+        .post(Some(&s.bob), &format!("/v1/tickets/{id}/approve"), None)
+        .await;
+    let jti = approved.body["grant"]["jti"].as_str().unwrap();
+    let dry_run = || by(fixture("dry-run-restart-review.json"), "alice");
+    allowed(&s.review(&dry_run()).await);
+
+    // Break only the grant's use counter: the grant lookup still answers,
+    // reading the counter (or counting on it) fails.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{{rollgate}}:grant:uses:{jti}"))
+        .arg("not")
+        .arg("a count")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let message = denial(&s.review(&dry_run()).await);
+    assert!(message.contains("cannot reach its audit log"), "{message}");
+    let message = denial(&s.review(&restart_by("alice")).await);
+    assert!(
+        message.contains("cannot reach its audit log"),
+        "the real request fails the same way: {message}"
+    );
+    assert!(
+        s.metrics()
+            .await
+            .contains(r#"decision="denied_unavailable",kind="Deployment""#),
+        "counted as unavailable"
     );
 }
 

@@ -12,6 +12,7 @@ mod faults;
 mod gate;
 mod grants;
 mod limits;
+mod namespaces;
 mod notify;
 mod operations_contract;
 mod persistence;

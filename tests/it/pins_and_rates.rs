@@ -46,6 +46,82 @@ async fn a_single_use_ticket_admits_one_restart() {
     );
 }
 
+/// The dry run of `kubectl rollout restart` of the restart fixture, by alice.
+fn dry_run_by_alice() -> serde_json::Value {
+    by(fixture("dry-run-restart-review.json"), "alice")
+}
+
+#[tokio::test]
+async fn a_dry_run_after_the_uses_are_spent_is_denied_as_used_up_and_not_recorded() {
+    let s = spawn_server("{}").await;
+    approved_with(&s, json!({"action": "restart", "maxUses": 1})).await;
+    allowed(&s.review(&restart_by("alice")).await);
+
+    let dry_run = dry_run_by_alice();
+    let message = denial(&s.review(&dry_run).await);
+
+    assert!(
+        message.contains("your grant is used up: its ticket allowed 1 change(s)"),
+        "the answer the real request gets: {message}"
+    );
+    let admissions = s.audit("event=ADMISSION").await;
+    assert_eq!(
+        admissions.len(),
+        1,
+        "only the real restart is recorded: {admissions:?}"
+    );
+    assert_ne!(admissions[0]["requestUid"], dry_run["request"]["uid"]);
+    assert!(s.verify_audit().await["ok"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn a_dry_run_within_the_uses_is_allowed_and_consumes_none() {
+    let s = spawn_server("{}").await;
+    approved_with(&s, json!({"action": "restart", "maxUses": 1})).await;
+
+    for _ in 0..2 {
+        let warnings = allowed(&s.review(&dry_run_by_alice()).await);
+        assert!(
+            warnings.iter().any(|w| w.contains("allowed by ticket")),
+            "{warnings:?}"
+        );
+    }
+    assert!(
+        s.audit("event=ADMISSION").await.is_empty(),
+        "dry runs are not recorded"
+    );
+
+    allowed(&s.review(&restart_by("alice")).await);
+    let message = denial(&s.review(&restart_by("alice")).await);
+    assert!(
+        message.contains("used up"),
+        "one use, spent by the real restart: {message}"
+    );
+    let message = denial(&s.review(&dry_run_by_alice()).await);
+    assert!(message.contains("used up"), "{message}");
+}
+
+#[tokio::test]
+async fn a_dry_run_of_a_rate_limited_application_is_denied_with_the_next_allowed_time() {
+    let s = spawn_server("policy:\n  rateLimit: {limit: 1, window: 1h}\n").await;
+    s.approved_ticket().await;
+    allowed(&s.review(&dry_run_by_alice()).await);
+    allowed(&s.review(&restart_by("alice")).await);
+
+    let message = denial(&s.review(&dry_run_by_alice()).await);
+
+    assert!(
+        message.contains("had 1 changes admitted in the last 1h00m"),
+        "{message}"
+    );
+    assert!(message.contains("run your command again at"), "{message}");
+    assert_eq!(
+        s.audit("event=ADMISSION").await.len(),
+        1,
+        "only the real restart is recorded"
+    );
+}
+
 #[tokio::test]
 async fn a_ticket_pinned_to_an_image_admits_only_that_image() {
     let s = spawn_server("{}").await;

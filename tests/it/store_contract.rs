@@ -322,6 +322,7 @@ contract!(
 
 mod checkpoints;
 mod indexes;
+mod limit_checks;
 
 // === builders ===
 

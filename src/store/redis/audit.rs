@@ -72,24 +72,44 @@ fn has_limits(limits: &AdmissionLimits) -> bool {
     limits.grant_uses.is_some() || limits.rate.is_some_and(|r| r.limit > 0)
 }
 
+/// The grant's use counter `limits` asks about (a key that is never set
+/// when it asks about none: scripts name every key).
+fn uses_key(limits: &AdmissionLimits) -> String {
+    format!(
+        "{USES_PREFIX}{}",
+        limits.grant_uses.as_ref().map_or("-", |u| u.jti.as_str())
+    )
+}
+
+/// The rate window of an application.
+fn rate_key(namespace: &str, application: &str) -> String {
+    format!("{RATE_PREFIX}{namespace}/{application}")
+}
+
+/// The hit a script's limit answer `{2, kind, number}` names.
+fn limit_hit(kind: &str, number: &str, limits: &AdmissionLimits) -> LimitHit {
+    match kind {
+        "used_up" => LimitHit::UsedUp {
+            max: limits.grant_uses.as_ref().map_or(0, |u| u.max),
+        },
+        _ => {
+            let rate = rate_of(limits);
+            LimitHit::RateLimited {
+                limit: rate.limit,
+                window_secs: rate.window_secs,
+                next_at: number.parse::<i64>().unwrap_or_default(),
+            }
+        }
+    }
+}
+
 /// What the script's answer `{outcome, first, second}` says.
 fn appended(
     (outcome, first, second): (i64, String, String),
     limits: &AdmissionLimits,
 ) -> Result<Appended, Error> {
     if outcome == 2 {
-        let number = second.parse::<i64>().unwrap_or_default();
-        let rate = rate_of(limits);
-        return Ok(Appended::Limited(match first.as_str() {
-            "used_up" => LimitHit::UsedUp {
-                max: limits.grant_uses.as_ref().map_or(0, |u| u.max),
-            },
-            _ => LimitHit::RateLimited {
-                limit: rate.limit,
-                window_secs: rate.window_secs,
-                next_at: number,
-            },
-        }));
+        return Ok(Appended::Limited(limit_hit(&first, &second, limits)));
     }
     let seq = first.parse().map_err(|_| {
         Error::Redis(redis::RedisError::from((
@@ -185,14 +205,10 @@ impl RedisStore {
             Some(op) => format!("{AUDIT_OP_PREFIX}{op}"),
             None => format!("{AUDIT_OP_PREFIX}-"),
         };
-        let uses_key = format!(
-            "{USES_PREFIX}{}",
-            limits.grant_uses.as_ref().map_or("-", |u| u.jti.as_str())
-        );
-        let rate_key = format!(
-            "{RATE_PREFIX}{}/{}",
+        let uses_key = uses_key(limits);
+        let rate_key = rate_key(
             record.namespace.as_deref().unwrap_or_default(),
-            record.application_name.as_deref().unwrap_or_default()
+            record.application_name.as_deref().unwrap_or_default(),
         );
         let (ns_key, app_key) = match (&record.namespace, &record.application_name) {
             (Some(ns), Some(app)) => (
@@ -587,6 +603,25 @@ impl AuditLog for RedisStore {
         limits: &AdmissionLimits,
     ) -> Result<Result<AuditRecord, LimitHit>, Error> {
         self.append_with(record, limits).await
+    }
+
+    async fn check_admission_limits(
+        &self,
+        namespace: &str,
+        application: &str,
+        limits: &AdmissionLimits,
+    ) -> Result<Option<LimitHit>, Error> {
+        let max_uses = limits.grant_uses.as_ref().map_or(0, |u| u.max);
+        let rate = rate_of(limits);
+        let keys = [uses_key(limits), rate_key(namespace, application)];
+        let mut cmd = eval(&scripts::CHECK_ADMISSION_LIMITS, &[&keys[0], &keys[1]]);
+        cmd.arg(max_uses)
+            .arg(rate.limit)
+            .arg(rate.window_secs)
+            .arg(rate.now);
+        let (outcome, kind, number): (i64, String, String) =
+            self.read(&scripts::CHECK_ADMISSION_LIMITS, cmd).await?;
+        Ok((outcome == 2).then(|| limit_hit(&kind, &number, limits)))
     }
 
     async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, Error> {

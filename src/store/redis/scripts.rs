@@ -253,6 +253,38 @@ return {1, ARGV[1], ARGV[4]}
     )
 });
 
+/// The limits of `APPEND_AUDIT`, read only: what an append of an allowed
+/// admission would answer now, for a dry run. Writes nothing (the rate
+/// window is counted above its cut-off instead of pruned), so a check never
+/// counts against anything. Answers `{0, '', ''}` within the limits, else
+/// `{2, 'used_up', max}` or `{2, 'rate', next allowed unix time}` as
+/// `APPEND_AUDIT` does.
+/// KEYS: the grant's use counter, the application's rate window.
+/// ARGV: max uses (0: none), rate limit (0: none), window seconds, now (unix).
+pub static CHECK_ADMISSION_LIMITS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local max_uses = tonumber(ARGV[1])
+if max_uses > 0 then
+  local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if used >= max_uses then
+    return {2, 'used_up', ARGV[1]}
+  end
+end
+local limit, window, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if limit > 0 then
+  local after = '(' .. string.format('%d', now - window)
+  local count = redis.call('ZCOUNT', KEYS[2], after, '+inf')
+  if count >= limit then
+    local nth = redis.call('ZRANGEBYSCORE', KEYS[2], after, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+    return {2, 'rate', string.format('%d', tonumber(nth[2]) + window)}
+  end
+end
+return {0, '', ''}
+",
+    )
+});
+
 /// Records of one operation, newest first: `{members scanned, last seq
 /// scanned or '', entries}` with entries shaped as `XRANGE` answers them.
 /// KEYS: the stream, the operation index. ARGV: exclusive upper bound
