@@ -463,6 +463,7 @@ fn operation_of(admission: &AuditRecord) -> Option<Operation> {
         started_at,
         restarted_at: admission.restarted_at.clone(),
         images: admission.image_changes.clone(),
+        change: admission.change,
     })
 }
 
