@@ -4,11 +4,20 @@
 //! answers an [`Assessment`]. No I/O and no clock: the follower passes
 //! `now`, so every rule here is unit-tested with hand-made objects.
 //!
-//! The completion rules are `kubectl rollout status`'s, per kind; a rollout
+//! For the kinds that roll their pods (Deployment, StatefulSet, DaemonSet)
+//! the completion rules are `kubectl rollout status`'s, per kind; a rollout
 //! fails on `ProgressDeadlineExceeded` or a new pod that cannot run
 //! (crash loop, image that cannot be pulled, failed phase); it times out when
 //! the workload's `progressDeadlineSeconds` (default 600 s) pass without it
 //! completing, counted from the admission.
+//!
+//! The other kinds have no rollout, and the outcome is what they can show:
+//! a ReplicaSet or CronJob is COMPLETED once it stores the change, with a
+//! note that its running pods or jobs keep the old template
+//! ([`template_only`]); a Pod is COMPLETED once its changed containers run
+//! the new image, or its debug container has started ([`pod`]). For every
+//! kind, a change the object never shows is FAILED "change not applied"
+//! after `apply_grace`, and a deleted object FAILED.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,11 +25,15 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodSpec, PodStatus, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::audit::RolloutStatus;
-use crate::policy::{ImageChange, WorkloadKind};
+use crate::policy::{ChangeKind, ImageChange, WorkloadKind};
+
+mod pod;
+mod template_only;
 
 /// The pod-template annotation `kubectl rollout restart` sets.
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -49,14 +62,22 @@ pub struct Operation {
     pub restarted_at: Option<String>,
     /// The image changes the change made.
     pub images: Vec<ImageChange>,
+    /// The change class the webhook gave it (DEBUG: an ephemeral container).
+    pub change: Option<ChangeKind>,
 }
 
-/// The workload, whichever kind it is.
+/// The workload, whichever kind it is. Deployments, StatefulSets and
+/// DaemonSets roll their pods; a ReplicaSet's or CronJob's template change
+/// replaces none (see [`template_only`]); a Pod changes in place (see [`pod`]).
 #[derive(Debug, Clone)]
 pub enum Workload {
     Deployment(Deployment),
     StatefulSet(StatefulSet),
     DaemonSet(DaemonSet),
+    ReplicaSet(ReplicaSet),
+    /// Boxed: a CronJob nests a job in its template and outweighs the rest.
+    CronJob(Box<CronJob>),
+    Pod(Pod),
 }
 
 impl Workload {
@@ -65,28 +86,47 @@ impl Workload {
             Self::Deployment(d) => &d.metadata,
             Self::StatefulSet(s) => &s.metadata,
             Self::DaemonSet(d) => &d.metadata,
+            Self::ReplicaSet(r) => &r.metadata,
+            Self::CronJob(c) => &c.metadata,
+            Self::Pod(p) => &p.metadata,
         }
     }
 
-    fn template(&self) -> &PodTemplateSpec {
+    /// The pod template; a Pod has none (it is the pod).
+    fn template(&self) -> Option<&PodTemplateSpec> {
         match self {
-            Self::Deployment(d) => &d.spec.template,
-            Self::StatefulSet(s) => &s.spec.template,
-            Self::DaemonSet(d) => &d.spec.template,
+            Self::Deployment(d) => Some(&d.spec.template),
+            Self::StatefulSet(s) => Some(&s.spec.template),
+            Self::DaemonSet(d) => Some(&d.spec.template),
+            Self::ReplicaSet(r) => r.spec.template.as_ref(),
+            Self::CronJob(c) => c.spec.job_template.spec.as_ref().map(|j| &j.template),
+            Self::Pod(_) => None,
         }
     }
 
-    /// `spec.replicas` (default 1); a DaemonSet's desired number scheduled.
-    pub fn replicas(&self) -> i32 {
+    /// The pod spec the change shows in: the template's, or a Pod's own.
+    fn pod_spec(&self) -> Option<&PodSpec> {
         match self {
-            Self::Deployment(d) => d.spec.replicas.unwrap_or(1),
-            Self::StatefulSet(s) => s.spec.replicas.unwrap_or(1),
-            Self::DaemonSet(d) => d.status.as_ref().map_or(0, |s| s.desired_number_scheduled),
+            Self::Pod(p) => p.spec.as_ref(),
+            _ => self.template()?.spec.as_ref(),
         }
     }
 
-    /// The update strategy's type (`RollingUpdate`, `Recreate`, `OnDelete`).
-    pub fn strategy(&self) -> String {
+    /// `spec.replicas` (default 1); a DaemonSet's desired number scheduled;
+    /// `None` for the kinds without replicas (CronJob, Pod).
+    pub fn replicas(&self) -> Option<i32> {
+        match self {
+            Self::Deployment(d) => Some(d.spec.replicas.unwrap_or(1)),
+            Self::StatefulSet(s) => Some(s.spec.replicas.unwrap_or(1)),
+            Self::DaemonSet(d) => Some(d.status.as_ref().map_or(0, |s| s.desired_number_scheduled)),
+            Self::ReplicaSet(r) => Some(r.spec.replicas.unwrap_or(1)),
+            Self::CronJob(_) | Self::Pod(_) => None,
+        }
+    }
+
+    /// The update strategy's type (`RollingUpdate`, `Recreate`, `OnDelete`);
+    /// `None` for the kinds that roll nothing (ReplicaSet, CronJob, Pod).
+    pub fn strategy(&self) -> Option<String> {
         let strategy = match self {
             Self::Deployment(d) => d.spec.strategy.as_ref().and_then(|s| s.type_.clone()),
             Self::StatefulSet(s) => s
@@ -99,8 +139,9 @@ impl Workload {
                 .update_strategy
                 .as_ref()
                 .and_then(|s| s.type_.clone()),
+            Self::ReplicaSet(_) | Self::CronJob(_) | Self::Pod(_) => return None,
         };
-        strategy.unwrap_or_else(|| "RollingUpdate".to_owned())
+        Some(strategy.unwrap_or_else(|| "RollingUpdate".to_owned()))
     }
 
     /// How long the rollout may take: a Deployment's
@@ -121,6 +162,9 @@ impl Workload {
             Self::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
             Self::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
             Self::DaemonSet(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+            // Not consulted: these complete on what is stored (ReplicaSet,
+            // CronJob) or on their container statuses (Pod).
+            Self::ReplicaSet(_) | Self::CronJob(_) | Self::Pod(_) => return true,
         };
         observed.unwrap_or(0) >= generation
     }
@@ -157,6 +201,10 @@ pub struct Assessment {
     pub image: Option<String>,
     /// Why the rollout failed or timed out.
     pub error: Option<String>,
+    /// What an operator should know about an outcome that is not the end of
+    /// the story: a ReplicaSet's running pods keep the old template, a
+    /// CronJob's takes effect at its next run. Recorded as `reason`.
+    pub note: Option<String>,
 }
 
 /// Settings the rules need.
@@ -192,6 +240,7 @@ impl Assessment {
             strategy: None,
             image: None,
             error,
+            note: None,
         }
     }
 }
@@ -202,21 +251,24 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
     let Some(workload) = &snapshot.workload else {
         a.status = RolloutStatus::Failed;
         a.error = Some(format!(
-            "{} {}/{} no longer exists",
+            "{}{} {}/{} no longer exists",
+            if op.kind == WorkloadKind::Pod {
+                "pod deleted: "
+            } else {
+                ""
+            },
             op.kind.as_str(),
             op.namespace,
             op.name
         ));
         return a;
     };
-    a.replicas = Some(workload.replicas());
+    a.replicas = workload.replicas();
     a.image = workload
-        .template()
-        .spec
-        .as_ref()
+        .pod_spec()
         .and_then(|s| s.containers.first())
         .and_then(|c| c.image.clone());
-    a.strategy = Some(workload.strategy());
+    a.strategy = workload.strategy();
     let elapsed = now.duration_since(op.started_at);
     a.applied = shows_change(op, workload);
     if !a.applied {
@@ -233,7 +285,27 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
         }
         return a;
     }
+    let deadline = workload.deadline(limits.default_deadline);
+    match workload {
+        Workload::Deployment(_) | Workload::StatefulSet(_) | Workload::DaemonSet(_) => {
+            assess_rollout(op, workload, snapshot, elapsed >= deadline, deadline, a)
+        }
+        Workload::ReplicaSet(rs) => template_only::replica_set(op, rs, snapshot, a),
+        Workload::CronJob(cj) => template_only::cron_job(op, cj, a),
+        Workload::Pod(p) => pod::assess(op, p, elapsed >= deadline, deadline, a),
+    }
+}
 
+/// The rest of [`assess`] for the kinds that roll their pods, once the
+/// change shows in the workload.
+fn assess_rollout(
+    op: &Operation,
+    workload: &Workload,
+    snapshot: &Snapshot,
+    past_deadline: bool,
+    deadline: SignedDuration,
+    mut a: Assessment,
+) -> Assessment {
     let hash = new_revision(op, workload, snapshot);
     a.revision = hash.as_ref().map(|(name, _)| name.clone());
     for (name, pod) in &snapshot.pods {
@@ -253,14 +325,14 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
         a.error = Some(error);
     } else if hash.is_some() && complete(workload) && pods_caught_up(workload, &a) {
         a.status = RolloutStatus::Completed;
-    } else if elapsed >= workload.deadline(limits.default_deadline) {
-        let deadline = workload.deadline(limits.default_deadline).as_secs();
+    } else if past_deadline {
         a.status = RolloutStatus::Timeout;
         a.error = Some(format!(
-            "rollout did not complete within {deadline}s (progressDeadlineSeconds, counted from admission): \
+            "rollout did not complete within {}s (progressDeadlineSeconds, counted from admission): \
              {} of {} pods updated",
+            deadline.as_secs(),
             a.new_pods.len(),
-            workload.replicas()
+            workload.replicas().unwrap_or(0)
         ));
     } else {
         a.status = RolloutStatus::Progressing;
@@ -268,41 +340,67 @@ pub fn assess(op: &Operation, snapshot: &Snapshot, now: Timestamp, limits: &Limi
     a
 }
 
-/// True when the workload's pod template carries what the change set.
+/// True when the workload carries what the change set: in its pod
+/// template, or for a Pod in its own spec.
 fn shows_change(op: &Operation, workload: &Workload) -> bool {
-    template_shows(op, workload.template())
+    match workload {
+        Workload::Pod(p) => {
+            // A DEBUG admission that names no container shows as soon as
+            // the pod has an ephemeral container.
+            let unnamed_debug = op.change == Some(ChangeKind::Debug) && op.images.is_empty();
+            let debugged = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.ephemeral_containers.as_ref())
+                .is_some_and(|e| !e.is_empty());
+            spec_shows(op, Some(&p.metadata), p.spec.as_ref()) && (!unnamed_debug || debugged)
+        }
+        _ => workload.template().is_some_and(|t| template_shows(op, t)),
+    }
 }
 
 /// True when `template` carries what the change set: a revision made
 /// before the change does not (the watches of the workload and of its
 /// revisions are separate, so the newest revision seen may be an old one).
 fn template_shows(op: &Operation, template: &PodTemplateSpec) -> bool {
+    spec_shows(op, template.metadata.as_ref(), template.spec.as_ref())
+}
+
+/// True when `meta` has the restart and `spec` the images the change set.
+fn spec_shows(op: &Operation, meta: Option<&ObjectMeta>, spec: Option<&PodSpec>) -> bool {
     if let Some(value) = &op.restarted_at {
-        let current = template
-            .metadata
-            .as_ref()
+        let current = meta
             .and_then(|m| m.annotations.as_ref())
             .and_then(|a| a.get(RESTARTED_AT));
         if current != Some(value) {
             return false;
         }
     }
-    let spec = template.spec.as_ref();
     op.images.iter().all(|change| {
-        let containers = spec.map(|s| {
-            if change.init {
-                s.init_containers.as_deref().unwrap_or_default()
-            } else {
-                &s.containers[..]
-            }
-        });
-        let image = containers
-            .unwrap_or_default()
-            .iter()
-            .find(|c| c.name == change.container)
-            .and_then(|c| c.image.as_ref());
-        image == change.current_image.as_ref()
+        let image = spec.and_then(|s| image_of(s, &change.container, change.init));
+        image == change.current_image.as_deref()
     })
+}
+
+/// The image of container `name` in `spec`: among the init containers if
+/// `init`, else among the containers, then the ephemeral containers. A
+/// name is unique across the three lists of a pod, so a DEBUG change's
+/// container is found by its name alone (a template has no ephemeral ones).
+fn image_of<'a>(spec: &'a PodSpec, name: &str, init: bool) -> Option<&'a str> {
+    if init {
+        let mut init = spec.init_containers.iter().flatten();
+        return init.find(|c| c.name == name)?.image.as_deref();
+    }
+    match spec.containers.iter().find(|c| c.name == name) {
+        Some(c) => c.image.as_deref(),
+        None => spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)?
+            .image
+            .as_deref(),
+    }
 }
 
 /// The pod label naming a pod's revision.
@@ -384,6 +482,8 @@ fn new_revision(
                 let hash = label(&r.metadata, "controller-revision-hash")?;
                 Some((r.metadata.name.clone()?, hash.to_owned()))
             }),
+        // They make no revision ([`template_only`], [`pod`]).
+        Workload::ReplicaSet(_) | Workload::CronJob(_) | Workload::Pod(_) => None,
     }
 }
 
@@ -394,7 +494,7 @@ fn complete(workload: &Workload) -> bool {
     }
     match workload {
         Workload::Deployment(d) => {
-            let want = workload.replicas();
+            let want = workload.replicas().unwrap_or(0);
             let Some(s) = &d.status else { return false };
             let updated = s.updated_replicas.unwrap_or(0);
             updated >= want
@@ -402,7 +502,7 @@ fn complete(workload: &Workload) -> bool {
                 && s.available_replicas.unwrap_or(0) >= updated
         }
         Workload::StatefulSet(sts) => {
-            let want = workload.replicas();
+            let want = workload.replicas().unwrap_or(0);
             let Some(s) = &sts.status else { return false };
             let partition = sts
                 .spec
@@ -424,6 +524,7 @@ fn complete(workload: &Workload) -> bool {
             s.updated_number_scheduled.unwrap_or(0) >= s.desired_number_scheduled
                 && s.number_available.unwrap_or(0) >= s.desired_number_scheduled
         }
+        Workload::ReplicaSet(_) | Workload::CronJob(_) | Workload::Pod(_) => false,
     }
 }
 
@@ -442,7 +543,7 @@ fn pods_caught_up(workload: &Workload, a: &Assessment) -> bool {
             .max(0),
         _ => 0,
     };
-    let want_new = usize::try_from(workload.replicas() - partition).unwrap_or(0);
+    let want_new = usize::try_from(workload.replicas().unwrap_or(0) - partition).unwrap_or(0);
     let old_at_most = usize::try_from(partition).unwrap_or(0);
     a.new_pods.len() >= want_new && a.old_pods.len() <= old_at_most
 }
@@ -468,37 +569,49 @@ fn failure(workload: &Workload, snapshot: &Snapshot, new_pods: &[String]) -> Opt
     let new: BTreeSet<&String> = new_pods.iter().collect();
     for (name, pod) in snapshot.pods.iter().filter(|(n, _)| new.contains(n)) {
         let Some(status) = &pod.status else { continue };
-        if status.phase.as_deref() == Some("Failed") {
-            return Some(format!(
-                "pod {name} failed: {}",
-                status
-                    .message
-                    .as_deref()
-                    .or(status.reason.as_deref())
-                    .unwrap_or("phase Failed")
-            ));
+        if let Some(error) = pod_failed(name, status) {
+            return Some(error);
         }
-        let containers = status
+        let mut containers = status
             .init_container_statuses
             .iter()
             .flatten()
             .chain(status.container_statuses.iter().flatten());
-        for c in containers {
-            let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
-            if let Some(reason) = waiting
-                .and_then(|w| w.reason.as_deref())
-                .filter(|r| STUCK_REASONS.contains(r))
-            {
-                let message = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
-                return Some(format!(
-                    "pod {name}: container {}: {reason}{}{message}",
-                    c.name,
-                    if message.is_empty() { "" } else { ": " }
-                ));
-            }
+        if let Some(error) = containers.find_map(|c| stuck(name, c)) {
+            return Some(error);
         }
     }
     None
+}
+
+/// Why pod `name` failed, if its phase is Failed.
+fn pod_failed(name: &str, status: &PodStatus) -> Option<String> {
+    (status.phase.as_deref() == Some("Failed")).then(|| {
+        format!(
+            "pod {name} failed: {}",
+            status
+                .message
+                .as_deref()
+                .or(status.reason.as_deref())
+                .unwrap_or("phase Failed")
+        )
+    })
+}
+
+/// Why container `c` of pod `pod` will not come up by itself, if it will not:
+/// it waits for one of [`STUCK_REASONS`].
+fn stuck(pod: &str, c: &ContainerStatus) -> Option<String> {
+    let waiting = c.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting
+        .reason
+        .as_deref()
+        .filter(|r| STUCK_REASONS.contains(r))?;
+    let message = waiting.message.as_deref().unwrap_or("");
+    Some(format!(
+        "pod {pod}: container {}: {reason}{}{message}",
+        c.name,
+        if message.is_empty() { "" } else { ": " }
+    ))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::policy::ChangeKind;
 
 const RESTARTED: &str = "2026-11-23T10:00:00Z";
 
@@ -17,6 +18,7 @@ fn op(kind: WorkloadKind) -> Operation {
         started_at: at(0),
         restarted_at: Some(RESTARTED.into()),
         images: Vec::new(),
+        change: Some(ChangeKind::Restart),
     }
 }
 
@@ -450,5 +452,335 @@ fn a_daemonset_follows_its_newest_controller_revision() {
     assert_eq!(
         assess(&op, &snapshot, at(20), &Limits::default()).status,
         RolloutStatus::Completed
+    );
+}
+
+// === ReplicaSet, CronJob, Pod ===
+
+/// `container`'s image changed from `previous` to `current` (through serde,
+/// as the ADMISSION record carries it).
+fn image_change(container: &str, previous: Option<&str>, current: &str) -> ImageChange {
+    from(json!({"container": container, "previousImage": previous, "currentImage": current}))
+}
+
+/// An admitted change of `kind` production/web, of class `change`.
+fn change_of(kind: WorkloadKind, change: ChangeKind, images: Vec<ImageChange>) -> Operation {
+    Operation {
+        restarted_at: None,
+        images,
+        change: Some(change),
+        ..op(kind)
+    }
+}
+
+/// web:1 → web:2 in container `web`.
+fn image_op(kind: WorkloadKind) -> Operation {
+    let images = vec![image_change("web", Some("web:1"), "web:2")];
+    change_of(kind, ChangeKind::Image, images)
+}
+
+/// `kubectl debug` added `debugger` (busybox) to pod web.
+fn debug_op() -> Operation {
+    let images = vec![image_change("debugger", None, "busybox:1.36")];
+    change_of(WorkloadKind::Pod, ChangeKind::Debug, images)
+}
+
+fn replica_set_web(image: &str) -> Workload {
+    Workload::ReplicaSet(from(json!({
+        "metadata": {"name": "web", "namespace": "production", "uid": "rs-1", "generation": 2},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": template(RESTARTED, image)}
+    })))
+}
+
+/// A pod of ReplicaSet web.
+fn rs_pod(name: &str) -> (String, Pod) {
+    let p = json!({"metadata": {"name": name, "namespace": "production", "labels": {"app": "web"},
+                                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                     "name": "web", "uid": "rs-1"}]},
+                   "status": running()});
+    (name.to_owned(), from(p))
+}
+
+fn cron_job_web(image: &str, status: Value) -> Workload {
+    Workload::CronJob(Box::new(from(json!({
+        "metadata": {"name": "web", "namespace": "production"},
+        "spec": {"schedule": "*/5 * * * *",
+                 "jobTemplate": {"spec": {"template": template(RESTARTED, image)}}},
+        "status": status
+    }))))
+}
+
+/// Pod web whose spec runs `image` in container `web` (and `debugger` as an
+/// ephemeral container when `debug`), with `status` merged in.
+fn pod_web(image: &str, debug: bool, status: Value) -> Workload {
+    let mut p = json!({
+        "metadata": {"name": "web", "namespace": "production", "generation": 2},
+        "spec": {"containers": [{"name": "web", "image": image}]},
+        "status": {"phase": "Running"}
+    });
+    if debug {
+        p["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox:1.36"}]);
+    }
+    merge(&mut p["status"], status);
+    Workload::Pod(from(p))
+}
+
+/// A container status of `name` running `image`, in `state`.
+fn container(name: &str, image: &str, ready: bool, state: Value) -> Value {
+    json!({"name": name, "image": image, "imageID": "", "ready": ready, "restartCount": 1, "state": state})
+}
+
+fn up() -> Value {
+    json!({"running": {"startedAt": "2027-01-15T08:00:00Z"}})
+}
+
+fn waiting(reason: &str, message: &str) -> Value {
+    json!({"waiting": {"reason": reason, "message": message}})
+}
+
+fn statuses(containers: Vec<Value>) -> Value {
+    json!({"containerStatuses": containers})
+}
+
+fn ephemeral(state: Value) -> Value {
+    json!({"ephemeralContainerStatuses": [container("debugger", "busybox:1.36", false, state)]})
+}
+
+/// One row: an operation, what the watches saw and when, and what the
+/// assessment must say.
+struct Row {
+    name: &'static str,
+    op: Operation,
+    workload: Option<Workload>,
+    pods: Vec<(String, Pod)>,
+    at: i64,
+    status: RolloutStatus,
+    new_pods: &'static [&'static str],
+    old_pods: &'static [&'static str],
+    /// How the error begins (`None`: no error).
+    error: Option<&'static str>,
+    /// What the note says, in part (`None`: no note).
+    note: Option<&'static str>,
+}
+
+fn row(name: &'static str, op: Operation, workload: Option<Workload>, at: i64) -> Row {
+    Row {
+        name,
+        op,
+        workload,
+        pods: Vec::new(),
+        at,
+        status: RolloutStatus::Progressing,
+        new_pods: &[],
+        old_pods: &[],
+        error: None,
+        note: None,
+    }
+}
+
+impl Row {
+    fn expect(mut self, status: RolloutStatus) -> Self {
+        self.status = status;
+        self
+    }
+    fn pods(mut self, pods: Vec<(String, Pod)>) -> Self {
+        self.pods = pods;
+        self
+    }
+    fn new_pods(mut self, pods: &'static [&'static str]) -> Self {
+        self.new_pods = pods;
+        self
+    }
+    fn old_pods(mut self, pods: &'static [&'static str]) -> Self {
+        self.old_pods = pods;
+        self
+    }
+    fn error(mut self, error: &'static str) -> Self {
+        self.error = Some(error);
+        self
+    }
+    fn note(mut self, note: &'static str) -> Self {
+        self.note = Some(note);
+        self
+    }
+}
+
+#[test]
+fn replica_sets_cron_jobs_and_pods_are_assessed_by_what_they_can_show() {
+    use RolloutStatus::{Completed, Failed, Started, Timeout};
+    use WorkloadKind::{CronJob, Pod, ReplicaSet};
+    let pull_backoff = || waiting("ImagePullBackOff", "Back-off pulling image \"web:2\"");
+    let rows = [
+        // ReplicaSet: complete as stored; its pods keep the old template.
+        row("rs applied", image_op(ReplicaSet), Some(replica_set_web("web:2")), 1)
+            .pods(vec![rs_pod("web-a"), rs_pod("web-b"), pod("other", "app", "web", running())])
+            .expect(Completed)
+            .old_pods(&["web-a", "web-b"])
+            .note("ReplicaSet production/web stores the new pod template; its 2 running pods keep the old template until they are replaced"),
+        row("rs not yet applied", image_op(ReplicaSet), Some(replica_set_web("web:1")), 10)
+            .expect(Started),
+        row("rs never applied", image_op(ReplicaSet), Some(replica_set_web("web:1")), 60)
+            .expect(Failed)
+            .error("change not applied: ReplicaSet production/web does not show the admitted change 60s"),
+        row("rs deleted", image_op(ReplicaSet), None, 5)
+            .expect(Failed)
+            .error("ReplicaSet production/web no longer exists"),
+        // CronJob: complete as stored; takes effect at the next run.
+        row("cronjob applied", image_op(CronJob), Some(cron_job_web("web:2", json!({"active": [{"name": "web-290"}]}))), 1)
+            .expect(Completed)
+            .note("takes effect at the next scheduled run (schedule \"*/5 * * * *\"); the job already running keeps the old template"),
+        row("cronjob never applied", image_op(CronJob), Some(cron_job_web("web:1", json!({}))), 60)
+            .expect(Failed)
+            .error("change not applied: CronJob production/web"),
+        // Pod, IMAGE: the kubelet restarts the container in place.
+        row("pod before the kubelet acts", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:1", true, up())]))), 5),
+        row("pod container restarting", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:2", false, waiting("ContainerCreating", ""))]))), 5),
+        row("pod container up, not ready", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:2", false, up())]))), 5),
+        row("pod container up and ready", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "docker.io/library/web:2", true, up())]))), 5)
+            .expect(Completed)
+            .new_pods(&["web"]),
+        row("pod stuck pulling the new image", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:1", false, pull_backoff())]))), 5)
+            .expect(Failed)
+            .error("pod web: container web: ImagePullBackOff: Back-off pulling image \"web:2\""),
+        row("pod stuck on the old image, before the kubelet acts", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:1", false,
+                waiting("ErrImagePull", "Failed to pull image \"web:1\": not found"))]))), 5),
+        row("pod stuck once the kubelet has acted", image_op(Pod),
+            Some(pod_web("web:2", false, json!({"observedGeneration": 2, "containerStatuses": [
+                container("web", "web:1", false, waiting("ErrImagePull", "rpc error: not found"))]}))), 5)
+            .expect(Failed)
+            .error("pod web: container web: ErrImagePull: rpc error: not found"),
+        row("pod crash looping on the new image", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:2", false,
+                waiting("CrashLoopBackOff", "back-off 10s restarting failed container"))]))), 5)
+            .expect(Failed)
+            .error("pod web: container web: CrashLoopBackOff"),
+        row("pod with an invalid image name", change_of(Pod, ChangeKind::Image, vec![image_change("web", Some("web:1"), "web::2")]),
+            Some(pod_web("web::2", false, statuses(vec![container("web", "web:1", false,
+                waiting("InvalidImageName", "Failed to apply default image tag \"web::2\": couldn't parse image name"))]))), 5)
+            .expect(Failed)
+            .error("pod web: container web: InvalidImageName"),
+        row("pod failed", image_op(Pod),
+            Some(pod_web("web:2", false, json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on memory."}))), 5)
+            .expect(Failed)
+            .error("pod web failed: The node was low on memory."),
+        row("pod past its deadline", image_op(Pod),
+            Some(pod_web("web:2", false, statuses(vec![container("web", "web:1", true, up())]))), 600)
+            .expect(Timeout)
+            .error("container web of pod web did not come up with image web:2 within 600s (counted from admission): it still runs web:1"),
+        row("pod deleted", image_op(Pod), None, 5)
+            .expect(Failed)
+            .error("pod deleted: Pod production/web no longer exists"),
+        row("pod never changed", image_op(Pod),
+            Some(pod_web("web:1", false, statuses(vec![container("web", "web:1", true, up())]))), 60)
+            .expect(Failed)
+            .error("change not applied: Pod production/web"),
+        // Pod, DEBUG: the ephemeral container starts once.
+        row("debug container creating", debug_op(),
+            Some(pod_web("web:1", true, ephemeral(waiting("ContainerCreating", "")))), 5),
+        row("debug container running", debug_op(), Some(pod_web("web:1", true, ephemeral(up()))), 5)
+            .expect(Completed)
+            .new_pods(&["web"]),
+        row("debug container already exited", debug_op(),
+            Some(pod_web("web:1", true, ephemeral(json!({"terminated": {"exitCode": 0, "reason": "Completed"}})))), 5)
+            .expect(Completed)
+            .new_pods(&["web"]),
+        row("debug image cannot be pulled", debug_op(),
+            Some(pod_web("web:1", true, ephemeral(waiting("ErrImagePull", "Failed to pull image \"busybox:1.36\"")))), 5)
+            .expect(Failed)
+            .error("pod web: container debugger: ErrImagePull"),
+        row("debug container past its deadline", debug_op(),
+            Some(pod_web("web:1", true, ephemeral(waiting("ContainerCreating", "")))), 600)
+            .expect(Timeout)
+            .error("ephemeral container debugger of pod web did not start within 600s (counted from admission): waiting: ContainerCreating"),
+        row("debug admission naming no container", change_of(Pod, ChangeKind::Debug, vec![]),
+            Some(pod_web("web:1", true, ephemeral(up()))), 5)
+            .expect(Completed)
+            .new_pods(&["web"]),
+        row("debug admission naming no container, none added", change_of(Pod, ChangeKind::Debug, vec![]),
+            Some(pod_web("web:1", false, json!({}))), 60)
+            .expect(Failed)
+            .error("change not applied"),
+    ];
+    for r in rows {
+        let snapshot = Snapshot {
+            workload: r.workload,
+            pods: r.pods.into_iter().collect(),
+            ..Snapshot::default()
+        };
+        let a = assess(&r.op, &snapshot, at(r.at), &Limits::default());
+        let name = r.name;
+        assert_eq!(a.status, r.status, "{name}: {a:?}");
+        assert_eq!(a.new_pods, r.new_pods, "{name}: new pods");
+        assert_eq!(a.old_pods, r.old_pods, "{name}: old pods");
+        assert_eq!(a.terminating_pods, Vec::<String>::new(), "{name}");
+        match r.error {
+            None => assert_eq!(a.error, None, "{name}"),
+            Some(start) => assert!(
+                a.error.as_deref().unwrap_or_default().starts_with(start),
+                "{name}: {:?}",
+                a.error
+            ),
+        }
+        match r.note {
+            None => assert_eq!(a.note, None, "{name}"),
+            Some(part) => assert!(
+                a.note.as_deref().unwrap_or_default().contains(part),
+                "{name}: {:?}",
+                a.note
+            ),
+        }
+        assert_eq!(a.revision, None, "{name}: these kinds make no revision");
+    }
+}
+
+#[test]
+fn a_pods_init_container_is_done_once_it_has_run_with_the_new_image_or_had_run_before() {
+    let op = change_of(
+        WorkloadKind::Pod,
+        ChangeKind::Image,
+        vec![from(json!({"container": "migrate", "init": true,
+                          "previousImage": "migrate:1", "currentImage": "migrate:2"}))],
+    );
+    let pod = |image: &str, exit_code: i32, initialized: &str| {
+        Workload::Pod(from(json!({
+            "metadata": {"name": "web", "namespace": "production"},
+            "spec": {"initContainers": [{"name": "migrate", "image": "migrate:2"}],
+                     "containers": [{"name": "web", "image": "web:1"}]},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "Initialized", "status": initialized}],
+                       "initContainerStatuses": [container("migrate", image, false,
+                           json!({"terminated": {"exitCode": exit_code, "reason": "Completed"}}))]}
+        })))
+    };
+    let assess_pod = |w: Workload| {
+        let snapshot = Snapshot {
+            workload: Some(w),
+            ..Snapshot::default()
+        };
+        assess(&op, &snapshot, at(5), &Limits::default())
+    };
+    let a = assess_pod(pod("migrate:2", 0, "True"));
+    assert_eq!((a.status, a.note), (RolloutStatus::Completed, None));
+    let a = assess_pod(pod("migrate:1", 0, "True"));
+    assert_eq!(a.status, RolloutStatus::Completed);
+    assert!(
+        a.note
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("init container migrate had already run with the old image"),
+        "{a:?}"
+    );
+    let a = assess_pod(pod("migrate:2", 1, "False"));
+    assert_eq!(
+        a.status,
+        RolloutStatus::Progressing,
+        "a failed run is retried"
     );
 }

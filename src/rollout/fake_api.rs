@@ -83,6 +83,7 @@ impl FakeApi {
     fn collection_of(kind: &str, namespace: &str) -> String {
         let core = format!("/api/v1/namespaces/{namespace}");
         let apps = format!("/apis/apps/v1/namespaces/{namespace}");
+        let batch = format!("/apis/batch/v1/namespaces/{namespace}");
         match kind {
             "Namespace" => "/api/v1/namespaces".to_owned(),
             "Pod" => format!("{core}/pods"),
@@ -91,6 +92,7 @@ impl FakeApi {
             "DaemonSet" => format!("{apps}/daemonsets"),
             "ReplicaSet" => format!("{apps}/replicasets"),
             "ControllerRevision" => format!("{apps}/controllerrevisions"),
+            "CronJob" => format!("{batch}/cronjobs"),
             other => panic!("the fake API does not serve {other}"),
         }
     }

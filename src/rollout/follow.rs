@@ -9,6 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::WatchStreamExt;
@@ -22,7 +23,7 @@ use super::assess::{self, Assessment, Limits, Operation, Snapshot, Workload};
 use super::{OperationLeases, is_final};
 use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, MAX_PAGE, RolloutStatus};
 use crate::metrics::Metrics;
-use crate::policy::WorkloadKind;
+use crate::policy::{ChangeKind, WorkloadKind};
 
 /// Windows of `app_redeploy_success_rate`.
 const SUCCESS_WINDOWS: [(&str, i64); 2] = [("1h", 3600), ("24h", 86_400)];
@@ -463,6 +464,7 @@ fn operation_of(admission: &AuditRecord) -> Option<Operation> {
         started_at,
         restarted_at: admission.restarted_at.clone(),
         images: admission.image_changes.clone(),
+        change: admission.change,
     })
 }
 
@@ -523,8 +525,13 @@ fn rollout_record(
     r.deployment_name = admission.deployment_name.clone();
     r.change = admission.change;
     // An image change names its images; a restart keeps the image it runs.
-    r.previous_image = admission.previous_image.clone().or(a.image.clone());
-    r.current_image = admission.current_image.clone().or(a.image.clone());
+    // A debug container had no previous image: the pod's own is not it.
+    let runs = a
+        .image
+        .clone()
+        .filter(|_| admission.change != Some(ChangeKind::Debug));
+    r.previous_image = admission.previous_image.clone().or(runs.clone());
+    r.current_image = admission.current_image.clone().or(runs);
     r.ticket_id = admission.ticket_id.clone();
     r.ticket_number = admission.ticket_number.clone();
     r.ticket_entry_id = admission.ticket_entry_id.clone();
@@ -535,9 +542,13 @@ fn rollout_record(
     r.current_replicas = a.replicas;
     match admission.kind {
         Some(WorkloadKind::Deployment) => r.new_replica_set = a.revision.clone(),
-        Some(_) => r.controller_revision = a.revision.clone(),
-        None => {}
+        Some(WorkloadKind::StatefulSet | WorkloadKind::DaemonSet) => {
+            r.controller_revision = a.revision.clone();
+        }
+        // A ReplicaSet, CronJob or Pod change makes no revision.
+        Some(WorkloadKind::ReplicaSet | WorkloadKind::CronJob | WorkloadKind::Pod) | None => {}
     }
+    r.reason = a.note.clone();
     let start = admission
         .operation_start_time
         .clone()
@@ -622,6 +633,7 @@ struct Watch {
     replica_sets: Collection<ReplicaSet>,
     revisions: Collection<ControllerRevision>,
     pods: Collection<Pod>,
+    needs_pods: bool,
     needs_replica_sets: bool,
     needs_revisions: bool,
     snapshot: Snapshot,
@@ -673,12 +685,13 @@ fn map_event<K, T>(
     })
 }
 
-/// Reads the workload of `op` for its selector (`None`: gone) and watches it by name.
+/// Reads the workload of `op` for the selector of the pods to watch
+/// (`None`: gone, or no pods to watch) and watches it by name.
 async fn watch_workload<K>(
     client: &kube::Client,
     op: &Operation,
     wrap: fn(K) -> Workload,
-    selector: fn(&K) -> LabelSelector,
+    selector: fn(&K) -> Option<LabelSelector>,
 ) -> Result<(Option<LabelSelector>, BoxedUpdates), kube::Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -689,7 +702,7 @@ where
         + 'static,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &op.namespace);
-    let current = api.get_opt(&op.name).await?.map(|k| selector(&k));
+    let current = api.get_opt(&op.name).await?.and_then(|k| selector(&k));
     let by_name = watcher::Config::default().fields(&format!("metadata.name={}", op.name));
     let stream = watcher::watcher(api, by_name).default_backoff();
     Ok((
@@ -700,32 +713,46 @@ where
 
 impl Watch {
     /// Reads the workload for its selector, then watches it, its pods and
-    /// (by kind) its ReplicaSets or ControllerRevisions.
+    /// (by kind) its ReplicaSets or ControllerRevisions. A ReplicaSet's pods
+    /// are watched for the record; a CronJob's are not (its change touches
+    /// no running pod), and a Pod is watched by name as the workload itself.
     async fn start(client: &kube::Client, op: &Operation) -> Result<Self, kube::Error> {
         let ns = op.namespace.as_str();
         let (selector, workload_stream) = match op.kind {
             WorkloadKind::Deployment => {
                 watch_workload(client, op, Workload::Deployment, |d: &Deployment| {
-                    d.spec.selector.clone()
+                    Some(d.spec.selector.clone())
                 })
                 .await?
             }
             WorkloadKind::StatefulSet => {
                 watch_workload(client, op, Workload::StatefulSet, |s: &StatefulSet| {
-                    s.spec.selector.clone()
+                    Some(s.spec.selector.clone())
                 })
                 .await?
             }
             WorkloadKind::DaemonSet => {
                 watch_workload(client, op, Workload::DaemonSet, |d: &DaemonSet| {
-                    d.spec.selector.clone()
+                    Some(d.spec.selector.clone())
                 })
                 .await?
             }
-            // TODO(#12): follow ReplicaSets, CronJobs and Pods.
-            WorkloadKind::ReplicaSet | WorkloadKind::CronJob | WorkloadKind::Pod => {
-                (None, boxed(futures::stream::empty(), Update::Pod))
+            WorkloadKind::ReplicaSet => {
+                watch_workload(client, op, Workload::ReplicaSet, |r: &ReplicaSet| {
+                    Some(r.spec.selector.clone())
+                })
+                .await?
             }
+            WorkloadKind::CronJob => {
+                watch_workload(
+                    client,
+                    op,
+                    |c| Workload::CronJob(Box::new(c)),
+                    |_: &CronJob| None,
+                )
+                .await?
+            }
+            WorkloadKind::Pod => watch_workload(client, op, Workload::Pod, |_: &Pod| None).await?,
         };
         let mut watch = Self {
             stream: futures::stream::SelectAll::new(),
@@ -733,6 +760,7 @@ impl Watch {
             replica_sets: Collection::default(),
             revisions: Collection::default(),
             pods: Collection::default(),
+            needs_pods: false,
             needs_replica_sets: false,
             needs_revisions: false,
             snapshot: Snapshot::default(),
@@ -740,11 +768,13 @@ impl Watch {
         };
         watch.stream.push(workload_stream);
         let Some(selector) = selector else {
-            // Gone already: the workload watch's empty list says so.
+            // Gone already (the workload watch's empty list says so), or a
+            // kind without pods to watch.
             return Ok(watch);
         };
         let labels = watcher::Config::default().labels(&label_selector(Some(&selector)));
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        watch.needs_pods = true;
         watch.stream.push(boxed(
             watcher::watcher(pods, labels.clone()).default_backoff(),
             Update::Pod,
@@ -809,7 +839,7 @@ impl Watch {
     fn synced(&self) -> bool {
         let gone = self.workload.synced && self.workload.live.is_empty();
         gone || (self.workload.synced
-            && self.pods.synced
+            && (!self.needs_pods || self.pods.synced)
             && (!self.needs_replica_sets || self.replica_sets.synced)
             && (!self.needs_revisions || self.revisions.synced))
     }

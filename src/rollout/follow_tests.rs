@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::audit::AuditDecision;
+use crate::policy::ChangeKind;
 use crate::store::sqlite::SqliteStore;
 
 #[path = "fake_api.rs"]
@@ -126,6 +127,12 @@ impl Setup {
 
     /// The same, admitted at `started`.
     async fn admitted_at(started: Timestamp) -> Self {
+        Self::admitting(started, |_| {}).await
+    }
+
+    /// A store holding op-1's ADMISSION record: the restart of
+    /// production/web at `started`, as `edit` leaves it.
+    async fn admitting(started: Timestamp, edit: impl FnOnce(&mut AuditRecord)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(SqliteStore::open(&dir.path().join("db")).await.unwrap());
         let mut admission = AuditRecord::new(AuditEvent::Admission, started);
@@ -140,6 +147,7 @@ impl Setup {
         admission.restarted_at = Some(RESTARTED.into());
         admission.rollout_status = Some(RolloutStatus::Started);
         admission.operation_start_time = Some(admission.timestamp.clone());
+        edit(&mut admission);
         store.append(admission).await.unwrap();
         Self {
             _dir: dir,
@@ -643,4 +651,426 @@ async fn the_success_rate_counts_final_rollouts_per_application_and_window() {
         !text.contains(r#"app_redeploy_success_rate{application="api""#),
         "an application without a final rollout in a window has no rate: {text}"
     );
+}
+
+// === ReplicaSet, CronJob, Pod ===
+
+const BATCH: &str = "/apis/batch/v1/namespaces/production";
+
+/// op-1 as the webhook records an IMAGE change (web:1 → web:2 in container
+/// `web`) of `kind` production/web, or with `images` as the change's.
+async fn admitted_change(
+    kind: WorkloadKind,
+    change: ChangeKind,
+    images: Value,
+    started: Timestamp,
+) -> Setup {
+    Setup::admitting(started, |admission| {
+        admission.kind = Some(kind);
+        admission.change = Some(change);
+        admission.restarted_at = None;
+        admission.image_changes = serde_json::from_value(images.clone()).unwrap();
+        let first = &images[0];
+        admission.previous_image = first["previousImage"].as_str().map(str::to_owned);
+        admission.current_image = first["currentImage"].as_str().map(str::to_owned);
+    })
+    .await
+}
+
+fn web_1_to_2() -> Value {
+    json!([{"container": "web", "previousImage": "web:1", "currentImage": "web:2"}])
+}
+
+/// Follows op-1, woken as by the webhook.
+fn follow(setup: &Setup, api: &FakeApi) -> Running {
+    setup.run(setup.follower(api, settings()), true)
+}
+
+/// A standalone ReplicaSet web whose template runs `image`.
+fn replica_set_web(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": "production", "uid": "rs-1", "generation": 2,
+                     "labels": {"app": "web"}},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": image}]}}},
+        "status": {"replicas": 2, "observedGeneration": 1}
+    })
+}
+
+fn rs_pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "production", "labels": {"app": "web"},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs-1"}]},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}]},
+        "status": {"phase": "Running"}
+    })
+}
+
+fn cron_job_web(image: &str) -> Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "web", "namespace": "production", "labels": {"app": "web"}},
+        "spec": {"schedule": "0 3 * * *",
+                 "jobTemplate": {"spec": {"template": {"metadata": {"labels": {"app": "web"}},
+                     "spec": {"restartPolicy": "OnFailure", "containers": [{"name": "web", "image": image}]}}}}},
+        "status": {}
+    })
+}
+
+/// Pod web: its spec runs `image`; `status` is the kubelet's report.
+fn pod_web(image: &str, status: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "production", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": image}]},
+        "status": status
+    })
+}
+
+fn container_status(name: &str, image: &str, ready: bool, state: Value) -> Value {
+    json!({"name": name, "image": image, "imageID": "", "ready": ready, "restartCount": 0, "state": state})
+}
+
+fn running_since() -> Value {
+    json!({"running": {"startedAt": "2027-01-15T08:00:00Z"}})
+}
+
+fn strings(list: &[&str]) -> Option<Vec<String>> {
+    Some(list.iter().map(|s| (*s).to_owned()).collect())
+}
+
+#[tokio::test]
+async fn a_replica_set_image_change_is_completed_once_stored_and_its_pods_keep_the_old_template() {
+    let setup = admitted_change(
+        WorkloadKind::ReplicaSet,
+        ChangeKind::Image,
+        web_1_to_2(),
+        Timestamp::now(),
+    )
+    .await;
+    let api = FakeApi::default();
+    api.apply(replica_set_web("web:2"));
+    api.apply(rs_pod("web-a"));
+    api.apply(rs_pod("web-b"));
+    let running = follow(&setup, &api);
+
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+    assert_eq!(statuses(&records), [RolloutStatus::Completed]);
+    let done = records.last().unwrap();
+    assert_eq!(done.kind, Some(WorkloadKind::ReplicaSet));
+    assert_eq!(done.new_pods, strings(&[]), "no pod is replaced");
+    assert_eq!(done.previous_pods, strings(&["web-a", "web-b"]));
+    assert_eq!(done.terminated_pods, strings(&[]));
+    assert_eq!(
+        (done.success, done.error_message.as_deref()),
+        (Some(true), None)
+    );
+    assert_eq!(
+        done.reason.as_deref(),
+        Some(
+            "ReplicaSet production/web stores the new pod template; its 2 running pods keep the old \
+             template until they are replaced: only pods it creates from now on use the new one"
+        )
+    );
+    assert_eq!(
+        (
+            done.previous_image.as_deref(),
+            done.current_image.as_deref()
+        ),
+        (Some("web:1"), Some("web:2"))
+    );
+    assert_eq!(
+        (done.current_replicas, done.rollout_strategy.as_deref()),
+        (Some(2), None)
+    );
+    assert_eq!(
+        (&done.new_replica_set, &done.controller_revision),
+        (&None, &None)
+    );
+    assert_eq!(setup.operations("completed").await, 1);
+
+    let requests = api.requests();
+    assert_eq!(requests[0], format!("GET {APPS}/replicasets/web?"));
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("GET {APPS}/replicasets?"))
+                && r.contains("fieldSelector=metadata.name%3Dweb")),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("GET {CORE}/pods?"))
+                && r.contains("labelSelector=app%3Dweb")),
+        "{requests:#?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_cron_job_change_is_completed_once_stored_saying_it_takes_effect_at_the_next_run() {
+    let setup = admitted_change(
+        WorkloadKind::CronJob,
+        ChangeKind::Image,
+        web_1_to_2(),
+        Timestamp::now(),
+    )
+    .await;
+    let api = FakeApi::default();
+    api.apply(cron_job_web("web:2"));
+    let running = follow(&setup, &api);
+
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+    assert_eq!(statuses(&records), [RolloutStatus::Completed]);
+    let done = records.last().unwrap();
+    assert_eq!(
+        done.reason.as_deref(),
+        Some(
+            "CronJob production/web stores the new job template; it takes effect at the next \
+             scheduled run (schedule \"0 3 * * *\")"
+        )
+    );
+    assert_eq!(
+        (done.new_pods.clone(), done.terminated_pods.clone()),
+        (strings(&[]), strings(&[]))
+    );
+    assert_eq!(
+        (done.success, done.error_message.as_deref()),
+        (Some(true), None)
+    );
+    assert_eq!(done.current_image.as_deref(), Some("web:2"));
+    let requests = api.requests();
+    assert_eq!(requests[0], format!("GET {BATCH}/cronjobs/web?"));
+    assert!(
+        !requests.iter().any(|r| r.contains("/pods")),
+        "a CronJob's change touches no running pod: {requests:#?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_whose_changed_container_comes_up_with_the_new_image_is_completed() {
+    let setup = admitted_change(
+        WorkloadKind::Pod,
+        ChangeKind::Image,
+        web_1_to_2(),
+        Timestamp::now(),
+    )
+    .await;
+    let api = FakeApi::default();
+    // The kubelet has not acted yet: the old container still runs.
+    let old = container_status("web", "web:1", true, running_since());
+    api.apply(pod_web(
+        "web:2",
+        json!({"phase": "Running", "containerStatuses": [old]}),
+    ));
+    let running = follow(&setup, &api);
+    setup.until_recorded(RolloutStatus::Progressing).await;
+
+    let restarting = container_status(
+        "web",
+        "docker.io/library/web:2",
+        false,
+        json!({"waiting": {"reason": "ContainerCreating"}}),
+    );
+    api.apply(pod_web(
+        "web:2",
+        json!({"phase": "Running", "containerStatuses": [restarting]}),
+    ));
+    let up = container_status("web", "docker.io/library/web:2", true, running_since());
+    api.apply(pod_web(
+        "web:2",
+        json!({"phase": "Running", "containerStatuses": [up]}),
+    ));
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+
+    assert_eq!(
+        statuses(&records),
+        [RolloutStatus::Progressing, RolloutStatus::Completed]
+    );
+    let done = records.last().unwrap();
+    assert_eq!(done.new_pods, strings(&["web"]), "the same pod, restarted");
+    assert_eq!(done.terminated_pods, strings(&[]));
+    assert_eq!(
+        (
+            done.success,
+            done.error_message.as_deref(),
+            done.reason.as_deref()
+        ),
+        (Some(true), None, None)
+    );
+    assert_eq!(
+        (
+            done.previous_image.as_deref(),
+            done.current_image.as_deref()
+        ),
+        (Some("web:1"), Some("web:2"))
+    );
+    let requests = api.requests();
+    assert_eq!(requests[0], format!("GET {CORE}/pods/web?"));
+    assert!(
+        requests
+            .iter()
+            .skip(1)
+            .all(|r| r.contains("fieldSelector=metadata.name%3Dweb")),
+        "the pod is watched by name, nothing else: {requests:#?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_stuck_pulling_its_new_image_is_failed_with_the_reason() {
+    let setup = admitted_change(
+        WorkloadKind::Pod,
+        ChangeKind::Image,
+        web_1_to_2(),
+        Timestamp::now(),
+    )
+    .await;
+    let api = FakeApi::default();
+    // The kubelet keeps the last run's image in the status of a container
+    // that cannot start; its message names the image it cannot pull.
+    let stuck = container_status(
+        "web",
+        "web:1",
+        false,
+        json!({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"web:2\""}}),
+    );
+    api.apply(pod_web(
+        "web:2",
+        json!({"phase": "Running", "containerStatuses": [stuck]}),
+    ));
+    let running = follow(&setup, &api);
+
+    let records = setup.until_recorded(RolloutStatus::Failed).await;
+    let failed = records.last().unwrap();
+    assert_eq!(failed.success, Some(false));
+    assert_eq!(
+        failed.error_message.as_deref(),
+        Some("pod web: container web: ImagePullBackOff: Back-off pulling image \"web:2\"")
+    );
+    assert_eq!(failed.new_pods, strings(&[]));
+    assert_eq!(setup.operations("failed").await, 1);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_debug_container_that_runs_is_completed() {
+    let debugger = json!([{"container": "debugger", "currentImage": "busybox:1.36"}]);
+    let setup = admitted_change(
+        WorkloadKind::Pod,
+        ChangeKind::Debug,
+        debugger,
+        Timestamp::now(),
+    )
+    .await;
+    let api = FakeApi::default();
+    let app = container_status("web", "web:1", true, running_since());
+    let mut pod = pod_web(
+        "web:1",
+        json!({"phase": "Running", "containerStatuses": [app]}),
+    );
+    pod["spec"]["ephemeralContainers"] =
+        json!([{"name": "debugger", "image": "busybox:1.36", "targetContainerName": "web"}]);
+    pod["status"]["ephemeralContainerStatuses"] = json!([container_status(
+        "debugger",
+        "busybox:1.36",
+        false,
+        json!({"waiting": {"reason": "ContainerCreating"}})
+    )]);
+    api.apply(pod.clone());
+    let running = follow(&setup, &api);
+    setup.until_recorded(RolloutStatus::Progressing).await;
+
+    pod["status"]["ephemeralContainerStatuses"] = json!([container_status(
+        "debugger",
+        "docker.io/library/busybox:1.36",
+        false,
+        running_since()
+    )]);
+    api.apply(pod);
+    let records = setup.until_recorded(RolloutStatus::Completed).await;
+    let done = records.last().unwrap();
+    assert_eq!(done.new_pods, strings(&["web"]));
+    assert_eq!(done.terminated_pods, strings(&[]));
+    assert_eq!(
+        (done.success, done.error_message.as_deref()),
+        (Some(true), None)
+    );
+    assert_eq!(
+        (
+            done.previous_image.as_deref(),
+            done.current_image.as_deref()
+        ),
+        (None, Some("busybox:1.36")),
+        "a debug container had no previous image"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_change_never_applied_is_failed_as_not_applied() {
+    // Admitted two minutes ago, past the 60 s grace; another webhook refused
+    // it, so the pod still runs web:1.
+    let setup = admitted_change(
+        WorkloadKind::Pod,
+        ChangeKind::Image,
+        web_1_to_2(),
+        Timestamp::now() - SignedDuration::from_mins(2),
+    )
+    .await;
+    let api = FakeApi::default();
+    let old = container_status("web", "web:1", true, running_since());
+    api.apply(pod_web(
+        "web:1",
+        json!({"phase": "Running", "containerStatuses": [old]}),
+    ));
+    let running = follow(&setup, &api);
+
+    let records = setup.until_recorded(RolloutStatus::Failed).await;
+    assert_eq!(statuses(&records), [RolloutStatus::Failed]);
+    let error = records
+        .last()
+        .unwrap()
+        .error_message
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "change not applied: Pod production/web does not show the admitted change"
+        ),
+        "{error}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_pod_deleted_while_followed_is_failed_as_deleted() {
+    let setup = admitted_change(
+        WorkloadKind::Pod,
+        ChangeKind::Image,
+        web_1_to_2(),
+        Timestamp::now(),
+    )
+    .await;
+    let api = FakeApi::default();
+    let old = container_status("web", "web:1", true, running_since());
+    api.apply(pod_web(
+        "web:2",
+        json!({"phase": "Running", "containerStatuses": [old]}),
+    ));
+    let running = follow(&setup, &api);
+    setup.until_recorded(RolloutStatus::Progressing).await;
+
+    api.delete("Pod", "production", "web");
+    let records = setup.until_recorded(RolloutStatus::Failed).await;
+    assert_eq!(
+        records.last().unwrap().error_message.as_deref(),
+        Some("pod deleted: Pod production/web no longer exists")
+    );
+    running.stop().await;
 }

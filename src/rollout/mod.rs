@@ -15,8 +15,14 @@
 //!   operations are resumed. A resumed follower starts from the last ROLLOUT
 //!   record, so nothing is recorded twice.
 //! - [`assess`] is the pure decision (where does the rollout stand?);
-//!   [`follow`] is the I/O: kube-rs watches of the workload, its ReplicaSets
-//!   (Deployment) or ControllerRevisions (DaemonSet) and its pods.
+//!   [`follow`] is the I/O: kube-rs watches of the workload by name, its
+//!   ReplicaSets (Deployment) or ControllerRevisions (DaemonSet) and its pods
+//!   (none for a CronJob; a Pod is itself the workload watched by name).
+//! - A ReplicaSet, CronJob or Pod has no rollout: the follower records what
+//!   it can observe of them. A ReplicaSet or CronJob is COMPLETED once it
+//!   stores the change (its `reason` says that running pods, or jobs, keep
+//!   the old template); a Pod once the kubelet runs its changed containers
+//!   with the new image (IMAGE) or has started the debug container (DEBUG).
 
 pub mod assess;
 mod follow;
