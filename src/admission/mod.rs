@@ -306,14 +306,24 @@ async fn check_limits(
             .stores
             .audit
             .check_admission_limits(&change.namespace, &change.application, &limits);
-    match tokio::time::timeout(state.store_timeout, check).await {
-        Ok(Ok(hit)) => Ok(hit),
+    within_budget(state, "audit log", check).await
+}
+
+/// One store round trip under the webhook's time budget; `what` names the
+/// store in the denial when it fails or does not answer in time.
+async fn within_budget<T>(
+    state: &AppState,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, crate::store::Error>>,
+) -> Result<T, Unavailable> {
+    match tokio::time::timeout(state.store_timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Unavailable {
-            what: "audit log",
+            what,
             detail: error_chain(&e),
         }),
         Err(_) => Err(Unavailable {
-            what: "audit log",
+            what,
             detail: format!("no answer within {:?}", state.store_timeout),
         }),
     }
@@ -345,17 +355,7 @@ async fn lookup_grant(
             }
         }
     };
-    match tokio::time::timeout(state.store_timeout, lookup).await {
-        Ok(Ok(grants)) => Ok(grants),
-        Ok(Err(e)) => Err(Unavailable {
-            what: "grant store",
-            detail: error_chain(&e),
-        }),
-        Err(_) => Err(Unavailable {
-            what: "grant store",
-            detail: format!("no answer within {:?}", state.store_timeout),
-        }),
-    }
+    within_budget(state, "grant store", lookup).await
 }
 
 /// Appends the ADMISSION record of `decision` (the second round trip). An
@@ -425,23 +425,12 @@ async fn record(
             None => state.stores.audit.append(r).await.map(|_| None),
         }
     };
-    match tokio::time::timeout(state.store_timeout, append).await {
-        Ok(Ok(hit)) => {
-            if let (None, Some(op), Some(follower)) = (hit, to_follow, &state.rollouts) {
-                // Never waits: if the follower is swamped, its scan finds the operation.
-                let _ = follower.try_send(op);
-            }
-            Ok(hit)
-        }
-        Ok(Err(e)) => Err(Unavailable {
-            what: "audit log",
-            detail: error_chain(&e),
-        }),
-        Err(_) => Err(Unavailable {
-            what: "audit log",
-            detail: format!("no answer within {:?}", state.store_timeout),
-        }),
+    let hit = within_budget(state, "audit log", append).await?;
+    if let (None, Some(op), Some(follower)) = (hit, to_follow, &state.rollouts) {
+        // Never waits: if the follower is swamped, its scan finds the operation.
+        let _ = follower.try_send(op);
     }
+    Ok(hit)
 }
 
 fn operation_name(op: &Operation) -> &'static str {
