@@ -132,8 +132,17 @@ fn mk_spec() -> GrantSpec {
 
 /// A stored grant of ticket RG-000042 signed with `key`.
 fn mk_grant(key: &SigningKey, spec: GrantSpec) -> StoredGrant {
+    mk_grant_with(key, spec, |_| {})
+}
+
+/// Like [`mk_grant`], with its claims edited before signing.
+fn mk_grant_with(
+    key: &SigningKey,
+    spec: GrantSpec,
+    edit: impl FnOnce(&mut crate::grants::GrantClaims),
+) -> StoredGrant {
     let issuer = GrantIssuer::new(key.clone(), &GrantSettings::default());
-    let claims = issuer.claims(
+    let mut claims = issuer.claims(
         spec.user,
         spec.namespace,
         spec.application,
@@ -143,6 +152,7 @@ fn mk_grant(key: &SigningKey, spec: GrantSpec) -> StoredGrant {
         "9b1de3c4-7a52-4f0e-8c61-2d9e4b7f0a13".into(),
         spec.issued,
     );
+    edit(&mut claims);
     StoredGrant {
         jti: claims.jti.clone(),
         user: claims.sub.clone(),
@@ -1060,28 +1070,16 @@ fn only_the_grant_that_covers_the_class_admits_it() {
 #[test]
 fn a_grant_pinned_to_images_never_admits_removing_a_container() {
     let keys = mk_keys();
-    let issuer = GrantIssuer::new(keys.key.clone(), &GrantSettings::default());
-    let mut claims = issuer.claims(
-        USER,
-        "production",
-        "checkout-api",
-        "42",
-        "RG-000042",
-        "image",
-        "9b1de3c4-7a52-4f0e-8c61-2d9e4b7f0a13".into(),
-        ISSUED,
+    let grant = mk_grant_with(
+        &keys.key,
+        GrantSpec {
+            action: "image",
+            ..mk_spec()
+        },
+        |claims| {
+            claims.images = vec!["registry.example.com/shop/checkout-api:v3.42.0".into()];
+        },
     );
-    claims.images = vec!["registry.example.com/shop/checkout-api:v3.42.0".into()];
-    let grant = StoredGrant {
-        jti: claims.jti.clone(),
-        user: claims.sub.clone(),
-        namespace: claims.ns.clone(),
-        application: claims.app.clone(),
-        ticket_id: claims.tid.clone(),
-        ticket_number: claims.tno.clone(),
-        expires_at: claims.exp,
-        token: issuer.sign(&claims).unwrap(),
-    };
     let with_sidecar = |r: &mut Value| {
         for side in ["oldObject", "object"] {
             r[side]["spec"]["template"]["spec"]["containers"]

@@ -4,7 +4,6 @@
 //! real TLS. Each is denied without a grant, says what changed and which
 //! ticket covers it, and is admitted only by the grant that covers it.
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, allowed, by, denial, fixture, spawn_server};
@@ -14,18 +13,11 @@ const NEW_IMAGE: &str = "registry.example.com/shop/checkout-api:v3.42.0@sha256:0
 /// alice files a ticket for `application` with `action` (and `extra`
 /// fields), bob approves it.
 async fn grant(s: &TestServer, application: &str, action: &str, extra: Value) {
-    let mut body = json!({"namespace": "production", "application": application,
-                          "action": action, "reason": "incident 4711"});
+    let mut body = json!({"namespace": "production", "application": application, "action": action});
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().cloned().unwrap_or_default());
-    let filed = s.post(Some(&s.alice), "/v1/tickets", Some(body)).await;
-    assert_eq!(filed.status, StatusCode::CREATED, "{filed:?}");
-    let id = filed.body["id"].as_str().unwrap();
-    let approved = s
-        .post(Some(&s.bob), &format!("/v1/tickets/{id}/approve"), None)
-        .await;
-    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    s.approved_ticket_with(body).await;
 }
 
 /// Asserts a denial naming `parts` and returns the message.

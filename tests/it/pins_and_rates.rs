@@ -8,20 +8,14 @@ use crate::common::{TestServer, allowed, by, denial, fixture, restart_by, spawn_
 
 const NEW_IMAGE: &str = "registry.example.com/shop/checkout-api:v3.42.0@sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-/// alice files `ticket` (extra fields merged in) and bob approves it.
+/// alice files a ticket for production/checkout-api (extra fields merged
+/// in) and bob approves it.
 async fn approved_with(s: &TestServer, extra: serde_json::Value) -> serde_json::Value {
     let mut body = json!({"namespace": "production", "application": "checkout-api", "reason": "pinned change"});
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let filed = s.post(Some(&s.alice), "/v1/tickets", Some(body)).await;
-    assert_eq!(filed.status, StatusCode::CREATED, "{filed:?}");
-    let id = filed.body["id"].as_str().unwrap();
-    let approved = s
-        .post(Some(&s.bob), &format!("/v1/tickets/{id}/approve"), None)
-        .await;
-    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
-    approved.body
+    s.approved_ticket_with(body).await
 }
 
 #[tokio::test]

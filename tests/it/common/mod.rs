@@ -269,6 +269,23 @@ impl TestServer {
         reply.body
     }
 
+    /// Alice files the ticket `body` (namespace, application, action, pins…;
+    /// a reason is added when missing) and bob approves it; returns the
+    /// approved ticket.
+    pub async fn approved_ticket_with(&self, mut body: Value) -> Value {
+        if body.get("reason").is_none() {
+            body["reason"] = json!("incident 4711");
+        }
+        let filed = self
+            .post(Some(&self.alice), "/v1/tickets", Some(body))
+            .await;
+        assert_eq!(filed.status, StatusCode::CREATED, "{filed:?}");
+        let path = format!("/v1/tickets/{}/approve", filed.body["id"].as_str().unwrap());
+        let approved = self.post(Some(&self.bob), &path, None).await;
+        assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+        approved.body
+    }
+
     /// Alice files a restart ticket for production/checkout-api and bob
     /// approves it; returns the approved ticket.
     pub async fn approved_ticket(&self) -> Value {
