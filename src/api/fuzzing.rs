@@ -71,7 +71,11 @@ async fn read_async(input: Input, bytes: &[u8]) -> Result<(), ApiError> {
         }
         Input::Redeploy => {
             let OptionalJson(body) = body::<RedeployBody>(bytes).await?;
-            match body.kind.as_deref().map(WorkloadKind::from_kind) {
+            match body
+                .kind
+                .as_deref()
+                .map(|k| WorkloadKind::from_kind(k).filter(|k| k.is_restartable()))
+            {
                 Some(None) => Err(ApiError::bad_request("kind is not a workload kind")),
                 _ => Ok(()),
             }

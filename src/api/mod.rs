@@ -355,6 +355,20 @@ async fn redeploy(
             claims.jti
         )));
     }
+    let kind = match body.kind.as_deref() {
+        None => None,
+        // A restart annotation rolls the pods of these kinds only.
+        Some(k) => Some(
+            WorkloadKind::from_kind(k)
+                .filter(|kind| kind.is_restartable())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "kind {k:?} is not one of Deployment, StatefulSet, DaemonSet: \
+                         only those can be redeployed"
+                    ))
+                })?,
+        ),
+    };
     let Some(client) = &s.kube else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -364,14 +378,6 @@ async fn redeploy(
                  run `kubectl rollout restart` with your grant instead, or start rollgate with --kubeconfig"
             ),
         ));
-    };
-    let kind = match body.kind.as_deref() {
-        None => None,
-        Some(k) => Some(WorkloadKind::from_kind(k).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "kind {k:?} is not one of Deployment, StatefulSet, DaemonSet"
-            ))
-        })?),
     };
     let selector = crate::redeploy::Selector {
         kind,

@@ -29,6 +29,25 @@ async fn redeploy_checks_the_grant_before_saying_no_cluster_is_configured() {
     let detail = no_cluster.problem(StatusCode::SERVICE_UNAVAILABLE);
     assert!(detail.contains("no cluster configured"), "{detail}");
 
+    // Pods, ReplicaSets and CronJobs are gated, but a restart annotation
+    // does not roll them: naming one is a bad request, whatever the cluster.
+    for kind in ["Pod", "ReplicaSet", "CronJob", "Job"] {
+        let detail = s
+            .post(
+                Some(&token),
+                "/v1/applications/production/checkout-api/redeploy",
+                Some(json!({"kind": kind, "name": "checkout-api"})),
+            )
+            .await
+            .problem(StatusCode::BAD_REQUEST);
+        assert!(
+            detail.contains(&format!(
+                "kind \"{kind}\" is not one of Deployment, StatefulSet, DaemonSet"
+            )),
+            "{kind}: {detail}"
+        );
+    }
+
     let other_app = s
         .post(
             Some(&token),
