@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{allowed, fixture, restart_by, spawn_server_on_cluster};
+use crate::common::{allowed, fixture, restart_by, spawn_server_on_fake_api};
 use crate::fake_api::FakeApi;
 
 /// The Deployment of the restart fixture as the API server holds it once
@@ -73,20 +73,7 @@ async fn an_admitted_restart_is_followed_to_completed_in_the_audit_and_the_metri
     for i in 0..6 {
         api.apply(pod(&format!("checkout-api-old-{i}"), "old"));
     }
-    let addr = api.serve_http().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
-             users: [{{name: rollgate, user: {{token: fake-token}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: rollgate}}}}]\n"
-        ),
-    )
-    .unwrap();
-    let s = spawn_server_on_cluster("{}", kubeconfig).await;
+    let s = spawn_server_on_fake_api("{}", &api).await;
 
     s.approved_ticket().await;
     let warnings = allowed(&s.review(&restart_by("alice")).await);
