@@ -156,13 +156,15 @@ const MINER: &str = "evil.example.com/miner:1";
 
 /// The object of fixture `review` as the API server stores it before the
 /// change (`which` = `oldObject`) or after it (`object`).
-fn stored(review: &str, which: &str) -> Value {
+pub(crate) fn stored(review: &str, which: &str) -> Value {
     fixture(review)["request"][which].clone()
 }
 
 /// rollgate on a fake cluster holding the protected namespace production
 /// and `objects`.
-async fn cluster_with(objects: impl IntoIterator<Item = Value>) -> (FakeApi, TestServer) {
+pub(crate) async fn cluster_with(
+    objects: impl IntoIterator<Item = Value>,
+) -> (FakeApi, TestServer) {
     let api = FakeApi::default();
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": "production", "labels": {"rollgate.io/protected": "true"}}}));
@@ -175,7 +177,7 @@ async fn cluster_with(objects: impl IntoIterator<Item = Value>) -> (FakeApi, Tes
 
 /// Sends fixture `review` as alice, asserts it is admitted and answers its
 /// operation id.
-async fn admitted(s: &TestServer, review: &str) -> String {
+pub(crate) async fn admitted(s: &TestServer, review: &str) -> String {
     allowed(&s.review(&by(fixture(review), "alice")).await);
     let admission = s.audit("event=ADMISSION&decision=ALLOWED&limit=1").await;
     assert_eq!(admission[0]["rolloutStatus"], "STARTED", "{admission:?}");
@@ -184,7 +186,7 @@ async fn admitted(s: &TestServer, review: &str) -> String {
 
 /// The ROLLOUT records of `operation`, newest first, once the newest is
 /// `status` (within 20 s).
-async fn rollouts_until(
+pub(crate) async fn rollouts_until(
     s: &TestServer,
     api: &FakeApi,
     operation: &str,
