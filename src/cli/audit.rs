@@ -108,12 +108,17 @@ pub async fn audit(cmd: AuditCommand) -> Result<(), Error> {
     }
 }
 
-/// One record as a table row, its reason, its checkpoint and its
-/// operation's latest rollout outcome.
+/// One record as a table row, its reason, its image changes, its
+/// checkpoint and its rollout outcome: a ROLLOUT record's own, or for an
+/// ADMISSION record its operation's latest, with that record's note
+/// (`reason`: a ReplicaSet's running pods keep the old template…).
 fn show_record(r: &Value) -> String {
     let mut out = audit_rows(std::slice::from_ref(r)).trim_end().to_owned();
     if !r["reason"].is_null() {
         let _ = write!(out, "\nReason: {}", text_of(&r["reason"]));
+    }
+    for change in r["imageChanges"].as_array().into_iter().flatten() {
+        let _ = write!(out, "\nImage: {}", image_change(change));
     }
     if !r["operationId"].is_null() {
         let _ = write!(out, "\nOperation: {}", text_of(&r["operationId"]));
@@ -127,24 +132,60 @@ fn show_record(r: &Value) -> String {
         );
     }
     let rollout = &r["rollout"];
-    if rollout.is_object() {
-        let _ = write!(
-            out,
-            "\nRollout: {} (record {}, success {}, {} s){}",
-            text_of(&rollout["rolloutStatus"]),
-            text_of(&rollout["id"]),
-            text_of(&rollout["success"]),
-            text_of(&rollout["durationSeconds"]),
-            match rollout["errorMessage"].as_str() {
-                Some(e) => format!(": {e}"),
-                None => String::new(),
-            }
-        );
+    if r["event"] == "ROLLOUT" {
+        let _ = write!(out, "\nRollout: {}", outcome(r, false));
+    } else if rollout.is_object() {
+        let _ = write!(out, "\nRollout: {}", outcome(rollout, true));
+        if !rollout["reason"].is_null() {
+            let _ = write!(out, "\nRollout reason: {}", text_of(&rollout["reason"]));
+        }
     } else if r["event"] == "ADMISSION" && r["decision"] == "ALLOWED" {
         out.push_str("\nRollout: not recorded yet");
     }
     out.push_str(&format!("\nHash: {}\n", text_of(&r["hash"])));
     out
+}
+
+/// A ROLLOUT record's status, e.g. `COMPLETED (record 9, success true, 210 s)`
+/// (the record's id only when `with_id`), and its error.
+fn outcome(rollout: &Value, with_id: bool) -> String {
+    let mut facts = Vec::new();
+    if with_id {
+        facts.push(format!("record {}", text_of(&rollout["id"])));
+    }
+    if !rollout["success"].is_null() {
+        facts.push(format!("success {}", text_of(&rollout["success"])));
+    }
+    if !rollout["durationSeconds"].is_null() {
+        facts.push(format!("{} s", text_of(&rollout["durationSeconds"])));
+    }
+    let mut line = text_of(&rollout["rolloutStatus"]);
+    if !facts.is_empty() {
+        let _ = write!(line, " ({})", facts.join(", "));
+    }
+    if let Some(e) = rollout["errorMessage"].as_str() {
+        let _ = write!(line, ": {e}");
+    }
+    line
+}
+
+/// One entry of `imageChanges`: which container, marked when it is an init
+/// or an ephemeral (`kubectl debug`) one, and its images.
+fn image_change(c: &Value) -> String {
+    let (container, mark) = if c["ephemeral"] == true {
+        ("debug container", " (ephemeral)")
+    } else if c["init"] == true {
+        ("init container", "")
+    } else {
+        ("container", "")
+    };
+    let images = match (c["previousImage"].as_str(), c["currentImage"].as_str()) {
+        (None, Some(new)) => format!("added, {new}"),
+        (Some(old), None) => format!("removed, was {old}"),
+        (Some(old), Some(new)) => format!("{old} → {new}"),
+        (None, None) => "-".to_owned(),
+    };
+    format!("{container} {}{mark}: {images}", text_of(&c["container"]))
 }
 
 /// Prints a verification report; an intact chain exits 0, a broken one 1.
@@ -300,4 +341,81 @@ async fn export(connect: &ConnectArgs, file: Option<&Path>) -> Result<(), Error>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn image_changes_name_their_container_and_mark_a_debug_one_ephemeral() {
+        let rows = [
+            (
+                "app container",
+                json!({"container": "app", "previousImage": "web:1", "currentImage": "web:2"}),
+                "container app: web:1 → web:2",
+            ),
+            (
+                "init container",
+                json!({"container": "migrate", "init": true, "previousImage": "m:1", "currentImage": "m:2"}),
+                "init container migrate: m:1 → m:2",
+            ),
+            (
+                "kubectl debug",
+                json!({"container": "debugger-x7k2p", "ephemeral": true, "currentImage": "busybox:1.36"}),
+                "debug container debugger-x7k2p (ephemeral): added, busybox:1.36",
+            ),
+            (
+                "removed sidecar",
+                json!({"container": "auth-proxy", "previousImage": "proxy:3"}),
+                "container auth-proxy: removed, was proxy:3",
+            ),
+        ];
+        for (name, change, want) in rows {
+            assert_eq!(image_change(&change), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn an_admission_shows_its_rollouts_outcome_and_note_and_a_rollout_its_own() {
+        let note = "ReplicaSet production/web stores the new pod template; its 2 running pods keep the old template";
+        let admission = json!({
+            "id": "4", "event": "ADMISSION", "decision": "ALLOWED", "reason": "grant of ticket RG-000001",
+            "imageChanges": [{"container": "web", "previousImage": "web:1", "currentImage": "web:2"}],
+            "operationId": "op-1", "hash": "h4",
+            "rollout": {"id": "5", "event": "ROLLOUT", "rolloutStatus": "COMPLETED", "success": true,
+                        "durationSeconds": 3, "reason": note},
+        });
+        let text = show_record(&admission);
+        for line in [
+            "Reason: grant of ticket RG-000001",
+            "Image: container web: web:1 → web:2",
+            "Rollout: COMPLETED (record 5, success true, 3 s)",
+            &format!("Rollout reason: {note}"),
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+
+        let rollout = json!({"id": "5", "event": "ROLLOUT", "rolloutStatus": "FAILED", "success": false,
+                             "durationSeconds": 61, "errorMessage": "pod web failed: Evicted",
+                             "reason": note, "hash": "h5", "rollout": null});
+        let text = show_record(&rollout);
+        for line in [
+            &format!("Reason: {note}"),
+            "Rollout: FAILED (success false, 61 s): pod web failed: Evicted",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+        let progressing =
+            json!({"id": "3", "event": "ROLLOUT", "rolloutStatus": "PROGRESSING", "hash": "h3"});
+        assert!(show_record(&progressing).contains("\nRollout: PROGRESSING\n"));
+    }
 }

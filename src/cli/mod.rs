@@ -459,7 +459,8 @@ pub enum AuditCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show one record, with its operation's latest rollout outcome.
+    /// Show one record: its reason, its image changes (a kubectl debug container marked
+    /// ephemeral) and its operation's latest rollout outcome with the rollout's note.
     Show {
         id: String,
         #[command(flatten)]

@@ -8,7 +8,10 @@
 use std::path::Path;
 use std::process::Output;
 
+use serde_json::json;
+
 use crate::common::{TestServer, allowed, denial, restart_by, spawn_server};
+use crate::rollout::{admitted, cluster_with, rollouts_until, stored};
 
 /// The binary at `program` with `ROLLGATE_*` and `KUBECONFIG` removed and
 /// `HOME` pointed at `home` (no `.kube` there), so only what a test passes counts.
@@ -958,6 +961,63 @@ async fn ticket_request_help_and_usage_errors_list_the_four_actions() {
         stderr(&out).contains("[possible values: restart, image, debug, any]"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_show_prints_a_rollouts_note_and_marks_a_debug_container_ephemeral() {
+    const RS: &str = "replicaset-set-image-review.json";
+    const DEBUG: &str = "pod-debug-review.json";
+    let (api, s) = cluster_with([
+        stored(RS, "oldObject"),
+        stored("pod-set-image-review.json", "oldObject"),
+    ])
+    .await;
+    s.grant("checkout-api", "image", json!({})).await;
+    let operation = admitted(&s, RS).await;
+    let admission = s
+        .audit(&format!("operationId={operation}&event=ADMISSION"))
+        .await;
+    let admission_id = admission[0]["id"].as_str().unwrap();
+    api.apply(stored(RS, "object"));
+    let rollout = rollouts_until(&s, &api, &operation, "COMPLETED")
+        .await
+        .remove(0);
+    let rollout_id = rollout["id"].as_str().unwrap();
+    let note = "ReplicaSet production/checkout-api-6d9f7c8b5d stores the new pod template; its 1 running pod \
+                keeps the old template until it is replaced: only pods it creates from now on use the new one";
+    assert_eq!(rollout["reason"], note, "{rollout}");
+
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "show", admission_id]).await);
+    let has = |text: &str, line: &str| {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line:?} missing from:\n{text}"
+        );
+    };
+    has(
+        &text,
+        "Image: container app: registry.example.com/shop/checkout-api:v3.41.2@sha256:9f2b5c1d7e3a4b6c8d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e → evil.example.com/miner:1",
+    );
+    has(
+        &text,
+        &format!("Rollout: COMPLETED (record {rollout_id}, success true, "),
+    );
+    has(&text, &format!("Rollout reason: {note}"));
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "show", rollout_id]).await);
+    has(&text, &format!("Reason: {note}"));
+    has(&text, "Rollout: COMPLETED (success true, ");
+
+    s.grant("checkout-api", "debug", json!({})).await;
+    let operation = admitted(&s, DEBUG).await;
+    let admission = s
+        .audit(&format!("operationId={operation}&event=ADMISSION"))
+        .await;
+    let id = admission[0]["id"].as_str().unwrap();
+    let text = ok(&rollgate(&s, &s.carol, &["audit", "show", id]).await);
+    has(
+        &text,
+        "Image: debug container debugger-x7k2p (ephemeral): added, busybox:1.36",
     );
 }
 

@@ -10,16 +10,6 @@ use crate::common::{TestServer, allowed, by, denial, fixture, spawn_server};
 
 const NEW_IMAGE: &str = "registry.example.com/shop/checkout-api:v3.42.0@sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
-/// alice files a ticket for `application` with `action` (and `extra`
-/// fields), bob approves it.
-async fn grant(s: &TestServer, application: &str, action: &str, extra: Value) {
-    let mut body = json!({"namespace": "production", "application": application, "action": action});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().cloned().unwrap_or_default());
-    s.approved_ticket_with(body).await;
-}
-
 /// Asserts a denial naming `parts` and returns the message.
 async fn denied_with(s: &TestServer, review: &Value, parts: &[&str]) -> String {
     let message = denial(&s.review(review).await);
@@ -53,9 +43,9 @@ async fn a_pods_image_change_needs_an_image_grant_for_its_application() {
         (&json!("Pod"), &json!("IMAGE"), &json!("DENIED"))
     );
 
-    grant(&s, "checkout-api", "restart", json!({})).await;
+    s.grant("checkout-api", "restart", json!({})).await;
     denied_with(&s, &by(review.clone(), "alice"), &["allows only a restart"]).await;
-    grant(&s, "checkout-api", "image", json!({})).await;
+    s.grant("checkout-api", "image", json!({})).await;
     allowed(&s.review(&by(review, "alice")).await);
 }
 
@@ -74,14 +64,14 @@ async fn kubectl_debug_needs_a_debug_grant() {
     )
     .await;
 
-    grant(&s, "checkout-api", "image", json!({})).await;
+    s.grant("checkout-api", "image", json!({})).await;
     denied_with(
         &s,
         &by(review.clone(), "alice"),
         &["allows only an image change"],
     )
     .await;
-    grant(&s, "checkout-api", "debug", json!({})).await;
+    s.grant("checkout-api", "debug", json!({})).await;
     allowed(&s.review(&by(review, "alice")).await);
     let record = last_admission(&s).await;
     assert_eq!(record["change"], "DEBUG");
@@ -156,7 +146,7 @@ async fn every_other_pod_template_change_is_a_template_change_needing_any() {
     }
 
     // A restart grant never carries a new command.
-    grant(&s, "checkout-api", "restart", json!({})).await;
+    s.grant("checkout-api", "restart", json!({})).await;
     denied_with(
         &s,
         &by(fixture("restart-with-command-review.json"), "alice"),
@@ -164,7 +154,7 @@ async fn every_other_pod_template_change_is_a_template_change_needing_any() {
     )
     .await;
     allowed(&s.review(&by(fixture("restart-review.json"), "alice")).await);
-    grant(&s, "checkout-api", "any", json!({})).await;
+    s.grant("checkout-api", "any", json!({})).await;
     allowed(
         &s.review(&by(fixture("restart-with-command-review.json"), "alice"))
             .await,
@@ -186,7 +176,7 @@ async fn without_gate_any_template_change_other_template_changes_pass_but_a_rest
 #[tokio::test]
 async fn a_grant_for_one_application_never_admits_an_object_that_was_another() {
     let s = spawn_server("{}").await;
-    grant(&s, "checkout-api", "any", json!({})).await;
+    s.grant("checkout-api", "any", json!({})).await;
     for name in ["relabel-with-image-review.json", "relabel-only-review.json"] {
         let message = denied_with(
             &s,
@@ -207,7 +197,7 @@ async fn a_grant_for_one_application_never_admits_an_object_that_was_another() {
     );
 
     // Only a grant for the application the object was admits the relabel.
-    grant(&s, "payments-api", "any", json!({})).await;
+    s.grant("payments-api", "any", json!({})).await;
     allowed(
         &s.review(&by(fixture("relabel-only-review.json"), "alice"))
             .await,
@@ -217,7 +207,8 @@ async fn a_grant_for_one_application_never_admits_an_object_that_was_another() {
 #[tokio::test]
 async fn a_grant_pinned_to_images_does_not_admit_removing_a_sidecar() {
     let s = spawn_server("{}").await;
-    grant(&s, "checkout-api", "image", json!({"images": [NEW_IMAGE]})).await;
+    s.grant("checkout-api", "image", json!({"images": [NEW_IMAGE]}))
+        .await;
     denied_with(
         &s,
         &by(fixture("sidecar-removed-review.json"), "alice"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{TestServer, allowed, denial, fixture, restart_by, spawn_server_on_cluster};
+use crate::common::{TestServer, allowed, denial, fixture, restart_by, spawn_server_on_fake_api};
 use crate::fake_api::FakeApi;
 
 fn mk_namespace(name: &str, labels: Value) -> Value {
@@ -25,21 +25,8 @@ fn restart_in(namespace: &str) -> Value {
 
 /// rollgate on `api` (over a kubeconfig), once its namespace index has
 /// synced (`/readyz` waits for it).
-async fn spawn_on(api: &FakeApi) -> (TestServer, tempfile::TempDir) {
-    let addr = api.serve_http().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
-             users: [{{name: rollgate, user: {{token: fake-token}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: rollgate}}}}]\n"
-        ),
-    )
-    .unwrap();
-    let s = spawn_server_on_cluster("{}", kubeconfig).await;
+async fn spawn_on(api: &FakeApi) -> TestServer {
+    let s = spawn_server_on_fake_api("{}", api).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let ready = s
@@ -58,7 +45,7 @@ async fn spawn_on(api: &FakeApi) -> (TestServer, tempfile::TempDir) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (s, dir)
+    s
 }
 
 fn lookups_of(api: &FakeApi, namespace: &str) -> usize {
@@ -71,7 +58,7 @@ async fn a_namespace_labelled_a_moment_ago_is_gated_before_the_watch_sees_it() {
     let api = FakeApi::default();
     api.apply(mk_namespace("payments", json!({})));
     api.apply(mk_namespace("sandbox", json!({})));
-    let (s, _kubeconfig) = spawn_on(&api).await;
+    let s = spawn_on(&api).await;
 
     // Labelled where the API server's selector sees it, not yet where the watch does.
     api.apply_unwatched(mk_namespace(
@@ -111,7 +98,7 @@ async fn a_namespace_labelled_a_moment_ago_is_gated_before_the_watch_sees_it() {
 async fn a_namespace_rollgate_cannot_look_up_is_denied_as_unconfirmed() {
     let api = FakeApi::default();
     api.apply(mk_namespace("ledger", json!({})));
-    let (s, _kubeconfig) = spawn_on(&api).await;
+    let s = spawn_on(&api).await;
     api.forbid();
 
     let review = restart_in("ledger");

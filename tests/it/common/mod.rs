@@ -14,6 +14,8 @@ use rollgate::server::RunningServer;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use crate::fake_api::FakeApi;
+
 /// A running server and everything a test needs to talk to it.
 pub struct TestServer {
     pub dir: TempDir,
@@ -76,9 +78,23 @@ pub async fn spawn_server_with(dir: TempDir, yaml: &str, store: Option<StoreConf
     spawn_server_configured(dir, yaml, store, None).await
 }
 
-/// Like [`spawn_server`], with a cluster: the kubeconfig at `kubeconfig`.
-pub async fn spawn_server_on_cluster(yaml: &str, kubeconfig: PathBuf) -> TestServer {
-    spawn_server_configured(tempfile::tempdir().unwrap(), yaml, None, Some(kubeconfig)).await
+/// Like [`spawn_server`], with `api` served over HTTP on loopback as its
+/// cluster, through a kubeconfig kept in the server's directory.
+pub async fn spawn_server_on_fake_api(yaml: &str, api: &FakeApi) -> TestServer {
+    let addr = api.serve_http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: 'http://{addr}'}}}}]\n\
+             users: [{{name: rollgate, user: {{token: fake-token}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: rollgate}}}}]\n"
+        ),
+    )
+    .unwrap();
+    spawn_server_configured(dir, yaml, None, Some(kubeconfig)).await
 }
 
 async fn spawn_server_configured(
@@ -284,6 +300,17 @@ impl TestServer {
         let approved = self.post(Some(&self.bob), &path, None).await;
         assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
         approved.body
+    }
+
+    /// Alice files a ticket for production/`application` with `action`
+    /// (and the `extra` fields, e.g. `images`), bob approves it.
+    pub async fn grant(&self, application: &str, action: &str, extra: Value) {
+        let mut body =
+            json!({"namespace": "production", "application": application, "action": action});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        self.approved_ticket_with(body).await;
     }
 
     /// Alice files a restart ticket for production/checkout-api and bob
