@@ -233,6 +233,10 @@ def main():
                     "the setting the README documents for Redis < 7.2; everysec: Redis's default with AOF)")
     ap.add_argument("--targets", help="only these targets, comma-separated (e.g. 'full-parse,redis gated'); "
                     "the baselines are kept for the ratios, the goals are not judged")
+    ap.add_argument("--compare", metavar="BINARY",
+                    help="also serve the embedded targets from another rollgate build (e.g. the commit before a change "
+                         "to the hot path) as 'before ungated' and 'before gated', interleaved with the others, and "
+                         "print this build's req/s as a ratio of that one's")
     ap.add_argument("--redis-dir", help="directory of the benchmark Redis's AOF (default: a temporary directory on "
                     "the same disk as the others; /dev/shm shows rollgate's own cost without the disk's fsync)")
     args = ap.parse_args()
@@ -250,9 +254,9 @@ def main():
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def start_rollgate(name, work, users, config, store, servers):
+def start_rollgate(name, work, users, config, store, servers, binary=RELEASE / "rollgate"):
     ports = {k: free_port() for k in ("webhook", "api", "admin")}
-    argv = [str(RELEASE / "rollgate"), "serve", "--dev", "--dev-dir", str(work / name), "--users-file", str(users),
+    argv = [str(binary), "serve", "--dev", "--dev-dir", str(work / name), "--users-file", str(users),
             "--config", str(config), "--webhook-addr", f"127.0.0.1:{ports['webhook']}",
             "--api-addr", f"127.0.0.1:{ports['api']}", "--admin-addr", f"127.0.0.1:{ports['admin']}"]
     if store:
@@ -296,6 +300,10 @@ def run(args, levels, work, servers):
 
     embedded, embedded_ports = start_rollgate("rollgate-embedded", work, users, config, None, servers)
     on_redis, redis_ports = start_rollgate("rollgate-redis", work, users, config, f"redis://127.0.0.1:{redis_port}/0", servers)
+    rollgates = [("rollgate-embedded", embedded_ports), ("rollgate-redis", redis_ports)]
+    if args.compare:
+        before, before_ports = start_rollgate("rollgate-before", work, users, config, None, servers, Path(args.compare))
+        rollgates.append(("rollgate-before", before_ports))
     ca = work / "rollgate-embedded" / "ca.crt"
     cert, key = work / "rollgate-embedded" / "tls.crt", work / "rollgate-embedded" / "tls.key"
     baselines = {}
@@ -307,7 +315,7 @@ def run(args, levels, work, servers):
         baselines[mode] = (server, port)
         wait_until(mode, lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None)
 
-    for name, ports in (("rollgate-embedded", embedded_ports), ("rollgate-redis", redis_ports)):
+    for name, ports in rollgates:
         grant_alice(name, work, ports, tokens)
         ca_of = work / name / "ca.crt"
         status, answer = review(ports["webhook"], GATED_BODY.read_bytes(), ca_of)
@@ -335,8 +343,13 @@ def run(args, levels, work, servers):
         "redis ungated": {"server": on_redis, "url": url(redis_ports["webhook"]), "body": UNGATED_BODY, "store": redis},
         "redis gated": {"server": on_redis, "url": url(redis_ports["webhook"]), "body": GATED_BODY, "store": redis},
     }
+    if args.compare:
+        targets["before ungated"] = {"server": before, "url": url(before_ports["webhook"]), "body": UNGATED_BODY}
+        targets["before gated"] = {"server": before, "url": url(before_ports["webhook"]), "body": GATED_BODY}
     if args.targets:
         wanted = {t.strip() for t in args.targets.split(",")} | {"noop", "full-parse"}
+        if args.compare:
+            wanted |= {"before " + t.split()[-1] for t in wanted if t.startswith("embedded ")}
         unknown = wanted - set(targets)
         if unknown:
             sys.exit(f"bench: unknown targets {sorted(unknown)}; known: {sorted(targets)}")
@@ -376,8 +389,16 @@ def run(args, levels, work, servers):
             print(f"| {t:<17} | {s['rps']:>8.0f} | {s['p50']:>7.2f} | {s['p99']:>7.2f} | {s['p999']:>8.2f} | {s['connect']:>10.1f} | {s['errors']:>6} | "
                   f"{s['cpu_us']:>10.1f} | {s['store_cpu_us']:>12.1f} | {s['peak_mib']:>12.1f} | {s['rps'] / noop:>6.2f} | {s['rps'] / full:>12.2f} |")
     print("\nidle RSS after load: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in idle_after.items()))
-    if args.targets:
-        print("\n(--targets: goals not judged)")
+    if args.compare:
+        print(f"\n## this build against {args.compare} (embedded store, req/s, median of rounds)")
+        for kind in ("ungated", "gated"):
+            if (f"before {kind}", levels[0]) in summary and (f"embedded {kind}", levels[0]) in summary:
+                ratios = ", ".join(
+                    f"c={c} {summary[(f'embedded {kind}', c)]['rps'] / summary[(f'before {kind}', c)]['rps']:.3f}×"
+                    for c in levels)
+                print(f"{kind}: {ratios}")
+    if args.targets or args.compare:
+        print("\n(--targets or --compare: goals not judged)")
         return
 
     goals = []
