@@ -379,6 +379,13 @@ async fn record(
     r.deployment_name = Some(change.name.clone());
     r.change = Some(change.class);
     r.image_changes = change.diff.images.clone();
+    r.template_changes = change
+        .diff
+        .relabelled
+        .iter()
+        .chain(&change.diff.other)
+        .cloned()
+        .collect();
     if change.diff.restarted {
         r.restarted_at = change.diff.restarted_at.clone();
     }

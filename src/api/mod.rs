@@ -781,6 +781,7 @@ mod tests {
             previous_image: Some("a:1".into()),
             current_image: Some("a:2".into()),
         }];
+        record.template_changes = vec!["env of container app".into()];
         record.previous_image = Some("a:1".into());
         record.current_image = Some("a:2".into());
         record.ticket_id = Some("42".into());

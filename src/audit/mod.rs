@@ -129,6 +129,11 @@ pub struct AuditRecord {
     pub change: Option<ChangeKind>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_changes: Vec<ImageChange>,
+    /// Everything else the change did to the pod template, and the
+    /// application labels it changed, named for people ("env of container
+    /// app", "label app (payments → web)"): TEMPLATE and RELABEL changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_changes: Vec<String>,
     /// The `kubectl.kubernetes.io/restartedAt` value a restart set
     /// (ADMISSION records of restarts), so the follower knows the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -120,6 +120,9 @@ fn show_record(r: &Value) -> String {
     for change in r["imageChanges"].as_array().into_iter().flatten() {
         let _ = write!(out, "\nImage: {}", image_change(change));
     }
+    for change in r["templateChanges"].as_array().into_iter().flatten() {
+        let _ = write!(out, "\nChanged: {}", text_of(change));
+    }
     if !r["operationId"].is_null() {
         let _ = write!(out, "\nOperation: {}", text_of(&r["operationId"]));
     }
@@ -384,6 +387,7 @@ mod tests {
         let admission = json!({
             "id": "4", "event": "ADMISSION", "decision": "ALLOWED", "reason": "grant of ticket RG-000001",
             "imageChanges": [{"container": "web", "previousImage": "web:1", "currentImage": "web:2"}],
+            "templateChanges": ["env of container web"],
             "operationId": "op-1", "hash": "h4",
             "rollout": {"id": "5", "event": "ROLLOUT", "rolloutStatus": "COMPLETED", "success": true,
                         "durationSeconds": 3, "reason": note},
@@ -392,6 +396,7 @@ mod tests {
         for line in [
             "Reason: grant of ticket RG-000001",
             "Image: container web: web:1 → web:2",
+            "Changed: env of container web",
             "Rollout: COMPLETED (record 5, success true, 3 s)",
             &format!("Rollout reason: {note}"),
         ] {

@@ -143,6 +143,18 @@ async fn every_other_pod_template_change_is_a_template_change_needing_any() {
         )
         .await;
         assert!(!message.contains("--action restart"), "{name}: {message}");
+        let record = last_admission(&s).await;
+        assert_eq!(record["change"], "TEMPLATE", "{name}: {record}");
+        let named = record["templateChanges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            what.split(", ")
+                .filter(|w| !w.contains("restartedAt"))
+                .all(|w| named.contains(&json!(w))),
+            "{name}: the audit record names what changed: {record}"
+        );
     }
 
     // A restart grant never carries a new command.
@@ -194,6 +206,10 @@ async fn a_grant_for_one_application_never_admits_an_object_that_was_another() {
     assert_eq!(
         (&record["change"], &record["applicationName"]),
         (&json!("RELABEL"), &json!("payments-api"))
+    );
+    assert_eq!(
+        record["templateChanges"][0],
+        "label app.kubernetes.io/name (payments-api → checkout-api)"
     );
 
     // Only a grant for the application the object was admits the relabel.
