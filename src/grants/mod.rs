@@ -5,6 +5,7 @@
 //! TTL behind the [`GrantStore`] trait. The webhook re-verifies the token on
 //! every use ([`verify`]), so writing to the store alone never grants anything.
 
+pub mod jws;
 pub mod keys;
 pub mod verify;
 
