@@ -68,6 +68,24 @@ pub struct StoredGrant {
     pub token: String,
 }
 
+impl StoredGrant {
+    /// The store row of the grant `claims` describe, signed as `token`: it is
+    /// looked up by the claims' `jti`, `sub`, `ns`, `app`, `tid`, `tno` and
+    /// expires at their `exp`.
+    pub fn from_claims(claims: &GrantClaims, token: String) -> Self {
+        Self {
+            jti: claims.jti.clone(),
+            user: claims.sub.clone(),
+            namespace: claims.ns.clone(),
+            application: claims.app.clone(),
+            ticket_id: claims.tid.clone(),
+            ticket_number: claims.tno.clone(),
+            expires_at: claims.exp,
+            token,
+        }
+    }
+}
+
 impl std::fmt::Debug for StoredGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredGrant")
