@@ -60,16 +60,7 @@ fn fixture() -> Fixture {
         policy,
         labelled: BTreeSet::new(),
         verifier: GrantVerifier::new(KeySet::new(&key), &settings),
-        grant: StoredGrant {
-            jti: "j".into(),
-            user: claims.sub.clone(),
-            namespace: claims.ns.clone(),
-            application: claims.app.clone(),
-            ticket_id: "1".into(),
-            ticket_number: "RG-000001".into(),
-            expires_at: claims.exp,
-            token,
-        },
+        grant: StoredGrant::from_claims(&claims, token),
         forged,
         now,
     }

@@ -57,16 +57,7 @@ fn pure_path(iterations: usize) {
         "j".into(),
         now,
     );
-    let grant = StoredGrant {
-        jti: "j".into(),
-        user: claims.sub.clone(),
-        namespace: claims.ns.clone(),
-        application: claims.app.clone(),
-        ticket_id: "1".into(),
-        ticket_number: "RG-000001".into(),
-        expires_at: claims.exp,
-        token: issuer.sign(&claims).unwrap(),
-    };
+    let grant = StoredGrant::from_claims(&claims, issuer.sign(&claims).unwrap());
     let labelled = std::collections::BTreeSet::new();
 
     let mut samples = Vec::with_capacity(iterations);

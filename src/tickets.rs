@@ -883,16 +883,7 @@ impl TicketDesk {
                 return Err(Error::Sign(e));
             }
         };
-        let grant = StoredGrant {
-            jti: claims.jti.clone(),
-            user: claims.sub.clone(),
-            namespace: claims.ns.clone(),
-            application: claims.app.clone(),
-            ticket_id: ticket.id.clone(),
-            ticket_number: ticket.number.clone(),
-            expires_at: claims.exp,
-            token,
-        };
+        let grant = StoredGrant::from_claims(&claims, token);
         if let Err(e) = self.grants.put_grant(&grant).await {
             self.metrics
                 .token_created(&ticket.application, &ticket.requester, "failed");

@@ -35,16 +35,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         NOW - 60,
     );
     let token = issuer.sign(&claims).expect("the fuzz key signs");
-    let stored = |token: String| StoredGrant {
-        jti: claims.jti.clone(),
-        user: claims.sub.clone(),
-        namespace: claims.ns.clone(),
-        application: claims.app.clone(),
-        ticket_id: claims.tid.clone(),
-        ticket_number: claims.tno.clone(),
-        expires_at: claims.exp,
-        token,
-    };
+    let stored = |token: String| StoredGrant::from_claims(&claims, token);
     World {
         policy: Policy {
             protected_namespaces: BTreeSet::from(["production".to_owned()]),

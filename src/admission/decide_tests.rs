@@ -153,16 +153,7 @@ fn mk_grant_with(
         spec.issued,
     );
     edit(&mut claims);
-    StoredGrant {
-        jti: claims.jti.clone(),
-        user: claims.sub.clone(),
-        namespace: claims.ns.clone(),
-        application: claims.app.clone(),
-        ticket_id: claims.tid.clone(),
-        ticket_number: claims.tno.clone(),
-        expires_at: claims.exp,
-        token: issuer.sign(&claims).unwrap(),
-    }
+    StoredGrant::from_claims(&claims, issuer.sign(&claims).unwrap())
 }
 
 fn mk_unavailable() -> Unavailable {

@@ -12,10 +12,10 @@
 //! grant never passes as a checkpoint. [`AuditTrail`](super::AuditTrail)
 //! makes and checks them against a store.
 
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 
-use crate::grants::{KeySet, SigningKey};
+use crate::grants::{KeySet, SigningKey, jws};
 
 /// The JWT `typ` header every checkpoint carries.
 pub const CHECKPOINT_TYP: &str = "rollgate-checkpoint+jwt";
@@ -107,15 +107,26 @@ pub enum CheckpointRejection {
     RecordMismatch,
 }
 
+/// The checkpoint's words for a bad header or signature.
+impl From<jws::Rejection> for CheckpointRejection {
+    fn from(rejection: jws::Rejection) -> Self {
+        match rejection {
+            jws::Rejection::Malformed => Self::Malformed,
+            jws::Rejection::WrongAlgorithm => Self::WrongAlgorithm,
+            jws::Rejection::WrongType => Self::WrongType,
+            jws::Rejection::UnknownKeyId => Self::UnknownKeyId,
+            jws::Rejection::BadSignature => Self::BadSignature,
+            jws::Rejection::BadClaims => Self::BadClaims,
+        }
+    }
+}
+
 /// Signs `claims` as a checkpoint with the grant signing key.
 pub fn sign(
     key: &SigningKey,
     claims: &CheckpointClaims,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
-    header.typ = Some(CHECKPOINT_TYP.into());
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, key.encoding_key())
+    jws::sign(key, CHECKPOINT_TYP, claims)
 }
 
 /// Verifies checkpoints against a static [`KeySet`] (the signing key and the
@@ -131,13 +142,7 @@ impl CheckpointVerifier {
     /// `issuer`: the `iss` a checkpoint must carry (`grants.issuer`); `None`
     /// accepts any, as an offline verifier that knows only the keys does.
     pub fn new(keys: KeySet, issuer: Option<String>) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.algorithms = vec![Algorithm::EdDSA];
-        validation.set_required_spec_claims(&["iss"]);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
+        let validation = jws::validation(&["iss"]);
         Self {
             keys,
             issuer,
@@ -148,31 +153,8 @@ impl CheckpointVerifier {
     /// Checks `jws`: EdDSA, the checkpoint `typ`, a known `kid`, the
     /// signature, every claim, and the issuer when one is required.
     pub fn verify(&self, jws: &str) -> Result<CheckpointClaims, CheckpointRejection> {
-        let header =
-            jsonwebtoken::decode_header(jws).map_err(|_| CheckpointRejection::Malformed)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(CheckpointRejection::WrongAlgorithm);
-        }
-        if header.typ.as_deref() != Some(CHECKPOINT_TYP) {
-            return Err(CheckpointRejection::WrongType);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(CheckpointRejection::UnknownKeyId)?;
-        let claims = jsonwebtoken::decode::<CheckpointClaims>(jws, key, &self.validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidSignature => CheckpointRejection::BadSignature,
-                    ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
-                        CheckpointRejection::Malformed
-                    }
-                    _ => CheckpointRejection::BadClaims,
-                }
-            })?
-            .claims;
+        let claims: CheckpointClaims =
+            jws::verify(jws, CHECKPOINT_TYP, &self.keys, &self.validation)?;
         if let Some(issuer) = &self.issuer
             && &claims.iss != issuer
         {

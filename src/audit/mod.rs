@@ -299,8 +299,18 @@ pub enum LimitHit {
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {
     /// Chains and stores `record` (its `id`, `prevHash` and `hash` are
-    /// assigned here) durably, and returns it as stored.
-    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, crate::store::Error>;
+    /// assigned here) durably, and returns it as stored. By default
+    /// [`AuditLog::append_admission`] with no limits, which none can hit.
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, crate::store::Error> {
+        match self
+            .append_admission(record, &AdmissionLimits::default())
+            .await?
+        {
+            Ok(record) => Ok(record),
+            // No limits were asked for, so none can be hit.
+            Err(_) => Err(crate::store::Error::ChainContention(0)),
+        }
+    }
     /// Like [`AuditLog::append`] for an allowed ADMISSION record, but only if
     /// `limits` still hold; then counts it against them. When a limit is hit
     /// nothing is appended and the hit is returned, so the caller can deny

@@ -5,6 +5,7 @@
 //! TTL behind the [`GrantStore`] trait. The webhook re-verifies the token on
 //! every use ([`verify`]), so writing to the store alone never grants anything.
 
+pub mod jws;
 pub mod keys;
 pub mod verify;
 
@@ -65,6 +66,24 @@ pub struct StoredGrant {
     /// The signed JWT; never logged, returned only to the ticket's requester.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub token: String,
+}
+
+impl StoredGrant {
+    /// The store row of the grant `claims` describe, signed as `token`: it is
+    /// looked up by the claims' `jti`, `sub`, `ns`, `app`, `tid`, `tno` and
+    /// expires at their `exp`.
+    pub fn from_claims(claims: &GrantClaims, token: String) -> Self {
+        Self {
+            jti: claims.jti.clone(),
+            user: claims.sub.clone(),
+            namespace: claims.ns.clone(),
+            application: claims.app.clone(),
+            ticket_id: claims.tid.clone(),
+            ticket_number: claims.tno.clone(),
+            expires_at: claims.exp,
+            token,
+        }
+    }
 }
 
 impl std::fmt::Debug for StoredGrant {

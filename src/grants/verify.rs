@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Validation;
 
-use super::{GRANT_TYP, GrantClaims, KeySet, SigningKey};
+use super::{GRANT_TYP, GrantClaims, KeySet, SigningKey, jws};
 use crate::config::GrantSettings;
 
 /// Why a presented grant does not count. Each variant becomes a denial message.
@@ -58,6 +58,20 @@ pub enum GrantRejection {
     ActionNotAllowed(String),
 }
 
+/// The grant's words for a bad header or signature.
+impl From<jws::Rejection> for GrantRejection {
+    fn from(rejection: jws::Rejection) -> Self {
+        match rejection {
+            jws::Rejection::Malformed => Self::Malformed,
+            jws::Rejection::WrongAlgorithm => Self::WrongAlgorithm,
+            jws::Rejection::WrongType => Self::WrongType,
+            jws::Rejection::UnknownKeyId => Self::UnknownKeyId,
+            jws::Rejection::BadSignature => Self::BadSignature,
+            jws::Rejection::BadClaims => Self::BadClaims,
+        }
+    }
+}
+
 fn action_phrase(action: &str) -> String {
     match action {
         "restart" => "a restart".into(),
@@ -94,16 +108,9 @@ pub struct GrantVerifier {
 
 impl GrantVerifier {
     pub fn new(keys: KeySet, settings: &GrantSettings) -> Self {
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.algorithms = vec![Algorithm::EdDSA];
-        validation.set_required_spec_claims(&["iss", "aud", "sub", "exp", "nbf"]);
         // `iss` and `aud` are compared below, where the rejection can name
-        // the value found; jsonwebtoken's own check would lose it.
-        validation.validate_aud = false;
-        // Time is checked below against the caller's `now`.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.leeway = 0;
+        // the value found; time is checked below against the caller's `now`.
+        let validation = jws::validation(&["iss", "aud", "sub", "exp", "nbf"]);
         Self {
             keys,
             issuer: settings.issuer.clone(),
@@ -162,30 +169,7 @@ impl GrantVerifier {
     /// Checks signature, header and time claims, without matching a request
     /// (used by the redeploy API, which learns namespace and application from the grant).
     pub fn verify_token(&self, token: &str, now: i64) -> Result<GrantClaims, GrantRejection> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| GrantRejection::Malformed)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(GrantRejection::WrongAlgorithm);
-        }
-        if header.typ.as_deref() != Some(GRANT_TYP) {
-            return Err(GrantRejection::WrongType);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(GrantRejection::UnknownKeyId)?;
-        let data =
-            jsonwebtoken::decode::<GrantClaims>(token, key, &self.validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::InvalidSignature => GrantRejection::BadSignature,
-                    ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
-                        GrantRejection::Malformed
-                    }
-                    _ => GrantRejection::BadClaims,
-                }
-            })?;
-        let claims = data.claims;
+        let claims: GrantClaims = jws::verify(token, GRANT_TYP, &self.keys, &self.validation)?;
         if claims.iss != self.issuer {
             return Err(GrantRejection::WrongIssuer(claims.iss));
         }
@@ -262,10 +246,7 @@ impl GrantIssuer {
 
     /// Signs `claims` as a grant JWT.
     pub fn sign(&self, claims: &GrantClaims) -> Result<String, jsonwebtoken::errors::Error> {
-        let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
-        header.typ = Some(GRANT_TYP.into());
-        header.kid = Some(self.key.kid.clone());
-        jsonwebtoken::encode(&header, claims, self.key.encoding_key())
+        jws::sign(&self.key, GRANT_TYP, claims)
     }
 }
 

@@ -1,6 +1,7 @@
 use super::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 
 const NOW: i64 = 1_800_000_000;
 

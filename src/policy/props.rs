@@ -376,16 +376,7 @@ fn mk_grant(key: &SigningKey, user: &str, ns: &str) -> StoredGrant {
         "0123456789abcdef".into(),
         NOW - 60,
     );
-    StoredGrant {
-        jti: claims.jti.clone(),
-        user: claims.sub.clone(),
-        namespace: claims.ns.clone(),
-        application: claims.app.clone(),
-        ticket_id: claims.tid.clone(),
-        ticket_number: claims.tno.clone(),
-        expires_at: claims.exp,
-        token: issuer.sign(&claims).unwrap(),
-    }
+    StoredGrant::from_claims(&claims, issuer.sign(&claims).unwrap())
 }
 
 // === properties ===

@@ -688,14 +688,6 @@ fn limit_hit(
 
 #[async_trait]
 impl AuditLog for SqliteStore {
-    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, Error> {
-        match self.append_with(record, AdmissionLimits::default()).await? {
-            Ok(record) => Ok(record),
-            // No limits were asked for, so none can be hit.
-            Err(_) => Err(Error::ChainContention(0)),
-        }
-    }
-
     async fn append_admission(
         &self,
         record: AuditRecord,

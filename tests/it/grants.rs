@@ -35,7 +35,6 @@ pub(crate) fn store_grant(s: &TestServer, grant: &StoredGrant) {
 fn mk_grant_signed_by(key: SigningKey) -> StoredGrant {
     let issuer = GrantIssuer::new(key, &GrantSettings::default());
     let now = jiff::Timestamp::now().as_second();
-    let jti = rollgate::random_id();
     let claims = issuer.claims(
         "alice",
         "production",
@@ -43,19 +42,10 @@ fn mk_grant_signed_by(key: SigningKey) -> StoredGrant {
         "7",
         "RG-000007",
         "restart",
-        jti.clone(),
+        rollgate::random_id(),
         now,
     );
-    StoredGrant {
-        jti,
-        user: "alice".into(),
-        namespace: "production".into(),
-        application: "checkout-api".into(),
-        ticket_id: "7".into(),
-        ticket_number: "RG-000007".into(),
-        expires_at: claims.exp,
-        token: issuer.sign(&claims).unwrap(),
-    }
+    StoredGrant::from_claims(&claims, issuer.sign(&claims).unwrap())
 }
 
 fn mk_foreign_key() -> SigningKey {
