@@ -16,22 +16,22 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > benches/webhook.rs \
-    && cargo build --release --locked --bin rollgate \
+    && cargo build --profile dist --locked --bin rollgate \
     && rm -rf src benches
 COPY src ./src
 COPY benches ./benches
 # src/dev.rs embeds the sample review from tests/data.
 COPY tests/data ./tests/data
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin rollgate \
-    && strip target/release/rollgate \
+    && cargo build --profile dist --locked --bin rollgate \
+    && strip target/dist/rollgate \
     # Static: no interpreter, nothing dynamically linked.
-    && ! readelf -l target/release/rollgate | grep -q INTERP \
-    && ./target/release/rollgate --version
+    && ! readelf -l target/dist/rollgate | grep -q INTERP \
+    && ./target/dist/rollgate --version
 
 # --- run --------------------------------------------------------------------------------------------------
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /src/target/release/rollgate /usr/local/bin/rollgate
+COPY --from=build /src/target/dist/rollgate /usr/local/bin/rollgate
 USER 65532:65532
 # webhook (HTTPS), ticket API (HTTPS), admin (HTTP: /metrics, /healthz, /readyz)
 EXPOSE 8443 8444 9090

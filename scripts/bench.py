@@ -36,7 +36,8 @@ import http.client
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
+# scripts/bench builds with `--profile dist` (Cargo.toml): the shipped, fat-LTO build.
+DIST = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "dist"
 GATED_BODY = ROOT / "tests" / "data" / "restart-review.json"
 UNGATED_BODY = ROOT / "tests" / "data" / "staging-restart-review.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -254,7 +255,7 @@ def main():
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def start_rollgate(name, work, users, config, store, servers, binary=RELEASE / "rollgate"):
+def start_rollgate(name, work, users, config, store, servers, binary=DIST / "rollgate"):
     ports = {k: free_port() for k in ("webhook", "api", "admin")}
     argv = [str(binary), "serve", "--dev", "--dev-dir", str(work / name), "--users-file", str(users),
             "--config", str(config), "--webhook-addr", f"127.0.0.1:{ports['webhook']}",
@@ -271,7 +272,7 @@ def start_rollgate(name, work, users, config, store, servers, binary=RELEASE / "
 
 def grant_alice(name, work, ports, tokens):
     env = dict(os.environ, ROLLGATE_SERVER=f"https://127.0.0.1:{ports['api']}", ROLLGATE_CA=str(work / name / "ca.crt"))
-    cli = str(RELEASE / "rollgate")
+    cli = str(DIST / "rollgate")
     ticket = subprocess.run(
         [cli, "ticket", "request", "-n", "production", "checkout-api", "--action", "restart",
          "--reason", "load benchmark", "--token", tokens["alice"], "-o", "name"],
@@ -309,7 +310,7 @@ def run(args, levels, work, servers):
     baselines = {}
     for mode in ("noop", "full-parse"):
         port = free_port()
-        server = Server(mode, [str(RELEASE / "examples" / "baseline-webhook"), "--mode", mode,
+        server = Server(mode, [str(DIST / "examples" / "baseline-webhook"), "--mode", mode,
                                "--listen", f"127.0.0.1:{port}", "--cert", str(cert), "--key", str(key)], work)
         servers.append(server)
         baselines[mode] = (server, port)

@@ -254,13 +254,13 @@ mod tests {
         let caller = reviewer.authenticate("secret-token").await.unwrap();
         assert_eq!(caller.username, "alice@example.com");
         assert_eq!(caller.groups, vec!["oidc:devs".to_string()]);
-        let _handle = tokio::time::timeout(Duration::from_secs(1), server)
+        let _handle = tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .unwrap()
             .unwrap();
         // Cached: no second request reaches the (now unanswered) mock.
         let again = tokio::time::timeout(
-            Duration::from_secs(1),
+            Duration::from_secs(10),
             reviewer.authenticate("secret-token"),
         )
         .await;
@@ -285,7 +285,7 @@ mod tests {
             reviewer.authenticate("old").await,
             Err(Error::InvalidToken)
         ));
-        tokio::time::timeout(Duration::from_secs(1), server)
+        tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .unwrap()
             .unwrap();
@@ -337,7 +337,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        tokio::time::timeout(Duration::from_secs(1), server)
+        tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .unwrap()
             .unwrap();

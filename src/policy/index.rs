@@ -198,7 +198,7 @@ mod tests {
                 .unwrap(),
         );
 
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !index.is_protected("ledger") || index.is_protected("payments") {
             assert!(
                 tokio::time::Instant::now() < deadline,

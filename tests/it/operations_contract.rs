@@ -81,7 +81,9 @@ async fn admitted_operations_stay_open_until_their_final_rollout(b: &Backend) {
 
 async fn an_operation_lease_has_one_holder_until_it_lapses(b: &Backend) {
     let (one, two) = (b.open().await, b.open().await);
-    let ttl = Duration::from_millis(400);
+    // Far longer than the steps that must not see the lease lapse; the
+    // holder shortens it only to watch it lapse.
+    let ttl = Duration::from_secs(60);
     assert!(
         one.operations
             .lease_operation("op", "A", ttl)
@@ -117,14 +119,26 @@ async fn an_operation_lease_has_one_holder_until_it_lapses(b: &Backend) {
         "only the holder can release"
     );
 
-    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
     assert!(
-        two.operations
-            .lease_operation("op", "B", ttl)
+        one.operations
+            .lease_operation("op", "A", Duration::from_millis(200))
             .await
             .unwrap(),
-        "a lapsed lease is taken over"
+        "the holder renews for a short time"
     );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !two
+        .operations
+        .lease_operation("op", "B", ttl)
+        .await
+        .unwrap()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a lapsed lease is taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         !one.operations
             .lease_operation("op", "A", ttl)

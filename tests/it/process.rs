@@ -15,6 +15,11 @@ use rollgate::audit::{AuditDecision, AuditEvent, AuditFilter, AuditLog};
 
 /// Unlimited redeploys: the load admits many restarts of one application.
 const CONFIG: &str = "policy:\n  rateLimit: {limit: 0}\n";
+/// For the tests that load the binary to test memory or draining, not
+/// latency: many reviews queue for the store on two busy cores, so they get
+/// the longest store budget there is (10 s), not the 2 s default a loaded
+/// machine overruns (and a review it overruns is denied).
+const CONFIG_UNDER_LOAD: &str = "policy:\n  rateLimit: {limit: 0}\nstoreTimeout: 10s\n";
 
 /// `rollgate serve --dev` in its own process.
 struct Binary {
@@ -35,8 +40,13 @@ impl Binary {
     /// ignores SIGXFSZ, so a file size limit set on it later makes writes
     /// fail (EFBIG) as on a full disk instead of killing it.
     async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, CONFIG).await
+    }
+
+    /// Like [`Binary::start`], with `config` as its config file.
+    async fn start_with(dir: &Path, config: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        std::fs::write(dir.join("config.yaml"), CONFIG).unwrap();
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -222,10 +232,15 @@ impl Binary {
 }
 
 fn client(ca: &[u8]) -> reqwest::Client {
+    client_waiting(ca, Duration::from_secs(30))
+}
+
+/// A client that gives up on an answer after `timeout`.
+fn client_waiting(ca: &[u8], timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_backend_rustls()
         .tls_certs_only([reqwest::Certificate::from_pem(ca).unwrap()])
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .build()
         .unwrap()
 }
@@ -255,25 +270,36 @@ async fn admissions(dir: &Path, decision: AuditDecision) -> usize {
 #[tokio::test]
 async fn sigterm_under_load_answers_what_it_took_in_and_records_every_admitted_change() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = Arc::new(Binary::start(dir.path()).await);
+    let binary = Arc::new(Binary::start_with(dir.path(), CONFIG_UNDER_LOAD).await);
     binary.grant_alice().await;
 
     // Sixteen clients, each on its own connection, restart back to back
     // until the server stops taking requests.
     let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let so_far = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let (binary, http) = (binary.clone(), client(&ca));
+        let (binary, http, so_far) = (binary.clone(), client(&ca), so_far.clone());
         workers.spawn(async move {
             let mut admitted = 0usize;
             while let Ok(response) = binary.review_as(&http, "alice").await {
                 assert_eq!(response["allowed"], true, "{response}");
                 admitted += 1;
+                so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             admitted
         });
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // SIGTERM once the load runs (not after a fixed time a busy machine may
+    // spend on TLS handshakes alone).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while so_far.load(std::sync::atomic::Ordering::Relaxed) < 32 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the load did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     binary.signal("TERM");
     let admitted: usize = workers.join_all().await.into_iter().sum();
     let mut binary = Arc::into_inner(binary).unwrap();
@@ -294,14 +320,20 @@ async fn sigterm_under_load_answers_what_it_took_in_and_records_every_admitted_c
 #[tokio::test]
 async fn a_thousand_concurrent_reviews_are_all_answered_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let binary = Arc::new(Binary::start(dir.path()).await);
+    let binary = Arc::new(Binary::start_with(dir.path(), CONFIG_UNDER_LOAD).await);
     binary.grant_alice().await;
     let idle_kib = binary.status_kib("VmRSS");
+    // A thousand handshakes queue on two busy cores: the test is about
+    // memory, so every review may take long, it just has to be answered.
+    let http = client_waiting(
+        &std::fs::read(dir.path().join("ca.crt")).unwrap(),
+        Duration::from_secs(180),
+    );
 
     let wave = || {
         let mut reviews = tokio::task::JoinSet::new();
         for i in 0..1000 {
-            let binary = binary.clone();
+            let (binary, http) = (binary.clone(), http.clone());
             reviews.spawn(async move {
                 // alice holds a grant, mallory does not; the same review in
                 // `staging` is not gated.
@@ -309,7 +341,7 @@ async fn a_thousand_concurrent_reviews_are_all_answered_in_bounded_memory() {
                 let staging = i % 3 == 0;
                 let namespace = if staging { "staging" } else { "production" };
                 let response = binary
-                    .review(&binary.http, user, namespace)
+                    .review(&http, user, namespace)
                     .await
                     .expect("every review is answered");
                 let expected = staging || user == "alice";
@@ -437,7 +469,10 @@ async fn allowed_requests_write_no_log_line_at_the_default_level() {
     // A denial is logged, so the log is not simply off.
     let denied = binary.review_as(&binary.http, "mallory").await.unwrap();
     assert_eq!(denied["allowed"], false);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(binary.log().contains("gated change"), "{}", binary.log());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !binary.log().contains("gated change") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", binary.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     binary.stop().await;
 }

@@ -139,7 +139,7 @@ async fn an_admitted_restart_is_followed_to_completed_in_the_audit_and_the_metri
     assert!(s.verify_audit().await["ok"].as_bool().unwrap());
     // The follower counts the operation just after appending its record.
     let counted = "app_redeploy_operations_total{application=\"checkout-api\",namespace=\"production\",result=\"completed\",username=\"alice\"} 1";
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut metrics = s.metrics().await;
     while !metrics.contains(counted) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

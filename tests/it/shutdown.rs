@@ -63,6 +63,17 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
             .body(body)
             .send(),
     );
+    // SIGTERM only once the request is on its way (reqwest took the first
+    // half of the body), not after a fixed time a busy machine may spend on
+    // the TLS handshake; then a moment for the server to read its headers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tx.capacity() < tx.max_capacity() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let pid = child.id().unwrap().to_string();

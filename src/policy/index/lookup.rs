@@ -199,7 +199,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_labelled_namespace_is_protected_and_then_read_from_the_index() {
-        let (lookup, index, mut handle) = mk_lookup(Duration::from_secs(1));
+        let (lookup, index, mut handle) = mk_lookup(Duration::from_secs(10));
         let labelled = mk_namespace("payments", json!({"rollgate.io/protected": "true"}));
 
         let (answer, ()) = tokio::join!(
@@ -215,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unlabelled_namespace_is_not_protected_and_not_asked_again_within_the_ttl() {
-        let (lookup, index, mut handle) = mk_lookup(Duration::from_secs(1));
+        let (lookup, index, mut handle) = mk_lookup(Duration::from_secs(10));
         let unlabelled = mk_namespace("sandbox", json!({"rollgate.io/protected": "false"}));
 
         let (answer, ()) = tokio::join!(
@@ -233,7 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_api_error_is_an_error_and_not_remembered() {
-        let (lookup, _index, mut handle) = mk_lookup(Duration::from_secs(1));
+        let (lookup, _index, mut handle) = mk_lookup(Duration::from_secs(10));
         let forbidden = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                "reason": "Forbidden", "code": 403,
                                "message": "namespaces \"ledger\" is forbidden"});
