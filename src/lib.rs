@@ -16,6 +16,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod error;
 pub mod grants;
 pub mod metrics;
 pub mod notify;

@@ -60,7 +60,7 @@ pub enum Error {
     #[error("grant signing key")]
     Key(#[from] crate::grants::KeyError),
     #[error("cannot open the store")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::error::Error),
     #[error("cannot load API users")]
     Auth(#[from] crate::auth::Error),
     #[error("metrics registry")]
@@ -466,14 +466,14 @@ async fn expire_tickets(desk: Arc<TicketDesk>, every: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired pending tickets"),
             Err(e) => {
-                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets")
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot expire pending tickets")
             }
         }
         match desk.expire_grants().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "grants expired"),
             Err(e) => {
-                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot record expired grants")
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot record expired grants")
             }
         }
     }
@@ -497,7 +497,7 @@ async fn watch_store(state: AppState) {
                     .set(i64::try_from(grants.len()).unwrap_or(i64::MAX));
                 None
             }
-            Ok(Err(e)) => Some(crate::admission::error_chain(&e)),
+            Ok(Err(e)) => Some(crate::error::error_chain(&e)),
             Err(_) => Some(format!("no answer within {:?}", state.store_timeout)),
         };
         state.metrics.store_up.set(i64::from(health.is_none()));

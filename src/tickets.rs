@@ -230,7 +230,7 @@ pub enum Error {
         status: &'static str,
     },
     #[error("the store is unavailable")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::error::Error),
     #[error("{detail}")]
     RateLimited { detail: String, retry_after: i64 },
     #[error("no live grant {0}: list them with GET /v1/grants")]
@@ -562,11 +562,11 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn create_ticket(
         &self,
         make: Box<dyn FnOnce(u64) -> Ticket + Send>,
-    ) -> Result<Ticket, crate::store::Error>;
-    async fn get_ticket(&self, id: &str) -> Result<Option<Ticket>, crate::store::Error>;
+    ) -> Result<Ticket, crate::error::Error>;
+    async fn get_ticket(&self, id: &str) -> Result<Option<Ticket>, crate::error::Error>;
     /// Tickets matching `filter`, newest first.
     async fn list_tickets(&self, filter: &TicketFilter)
-    -> Result<Vec<Ticket>, crate::store::Error>;
+    -> Result<Vec<Ticket>, crate::error::Error>;
     /// Replaces the ticket only if its stored revision is still
     /// `expected_revision`, storing `ticket` with its own `revision` (the
     /// caller sets `expected_revision + 1`). So of racing writers (replicas
@@ -576,7 +576,7 @@ pub trait TicketStore: Send + Sync + 'static {
         &self,
         ticket: &Ticket,
         expected_revision: u64,
-    ) -> Result<bool, crate::store::Error>;
+    ) -> Result<bool, crate::error::Error>;
 }
 
 /// The ticket operations of the API, composed from the pure transitions

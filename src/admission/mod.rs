@@ -31,6 +31,7 @@ use head::ReviewHead;
 
 use crate::audit::{AdmissionLimits, AuditEvent, AuditRecord, GrantUses, LimitHit, RateCheck};
 use crate::config::FailureMode;
+use crate::error::error_chain;
 use crate::policy::{self, Gate, GatedChange, Workload};
 use crate::state::AppState;
 
@@ -314,7 +315,7 @@ async fn check_limits(
 async fn within_budget<T>(
     state: &AppState,
     what: &'static str,
-    call: impl std::future::Future<Output = Result<T, crate::store::Error>>,
+    call: impl std::future::Future<Output = Result<T, crate::error::Error>>,
 ) -> Result<T, Unavailable> {
     match tokio::time::timeout(state.store_timeout, call).await {
         Ok(Ok(value)) => Ok(value),
@@ -440,16 +441,4 @@ fn operation_name(op: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
-}
-
-/// An error and its causes on one line, for messages and logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -93,7 +93,7 @@ pub struct GrantFilter {
 #[async_trait]
 pub trait GrantStore: Send + Sync + 'static {
     /// Stores a grant, expiring at `grant.expires_at`.
-    async fn put_grant(&self, grant: &StoredGrant) -> Result<(), crate::store::Error>;
+    async fn put_grant(&self, grant: &StoredGrant) -> Result<(), crate::error::Error>;
     /// The live grants of `user` for `namespace`/`application`, latest-expiring
     /// first (at most 8), in one round trip: the webhook's lookup. `now` is Unix
     /// seconds. Every one is returned, so a newer grant (say, image only)
@@ -104,23 +104,23 @@ pub trait GrantStore: Send + Sync + 'static {
         namespace: &str,
         application: &str,
         now: i64,
-    ) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    ) -> Result<Vec<StoredGrant>, crate::error::Error>;
     /// The live grant with this `jti`, if any.
     async fn grant_by_jti(
         &self,
         jti: &str,
         now: i64,
-    ) -> Result<Option<StoredGrant>, crate::store::Error>;
+    ) -> Result<Option<StoredGrant>, crate::error::Error>;
     /// Live grants matching `filter`.
     async fn list_grants(
         &self,
         filter: &GrantFilter,
         now: i64,
-    ) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    ) -> Result<Vec<StoredGrant>, crate::error::Error>;
     /// Removes the grants that expired unrevoked by `now` and returns them
     /// (without tokens). Across replicas sharing a store, each expiry is
     /// returned to exactly one caller, so it is counted and recorded once.
-    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, crate::error::Error>;
     /// Removes a grant so it stops working at once; false when there was none.
-    async fn revoke_grant(&self, jti: &str) -> Result<bool, crate::store::Error>;
+    async fn revoke_grant(&self, jti: &str) -> Result<bool, crate::error::Error>;
 }

@@ -11,45 +11,12 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::config::StoreConfig;
+use crate::error::Error;
 use crate::grants::GrantStore;
 use crate::rollout::OperationLeases;
 use crate::tickets::TicketStore;
 
 pub use self::redis::RedisOptions;
-
-/// A store operation failed. The webhook turns these into fail-closed
-/// denials; the API into 503s.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("embedded database error")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored data is corrupt")]
-    Corrupt(#[from] serde_json::Error),
-    #[error("the store did not answer within {0:?}")]
-    Timeout(std::time::Duration),
-    #[error("the store worker stopped")]
-    WorkerGone,
-    #[error("redis error")]
-    Redis(#[from] ::redis::RedisError),
-    #[error(transparent)]
-    RedisUrl(#[from] self::redis::UrlError),
-    #[error("cannot read the redis password file {path}")]
-    PasswordFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("redis did not confirm the write durable (AOF fsync) within {0:?}")]
-    NotDurable(std::time::Duration),
-    #[error("the audit chain kept moving under concurrent appends: gave up after {0} attempts")]
-    ChainContention(u32),
-    #[error("cannot create the store directory {path}")]
-    Dir {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// The three stores a running rollgate uses; one backend serves all three.
 #[derive(Clone)]

@@ -98,9 +98,9 @@ use tokio::sync::{Mutex, OnceCell};
 
 use self::connection::{Connection, Settings};
 pub use self::connection::{Topology, UrlError};
-use super::Error;
 use crate::audit::AuditEvent;
 use crate::audit::chain::GENESIS_HASH;
+use crate::error::Error;
 
 /// Most audit records one `query` call reads when filtering in memory.
 pub const MAX_SCAN: usize = 10_000;
@@ -348,7 +348,7 @@ impl RedisStore {
         // Learn the server's durability now, so the first write does not pay
         // for it; if Redis is down, the first write learns it instead.
         if let Err(e) = store.durability().await {
-            tracing::warn!(error = %crate::admission::error_chain(&e), "redis is not reachable yet");
+            tracing::warn!(error = %crate::error::error_chain(&e), "redis is not reachable yet");
         }
         Ok(store)
     }
