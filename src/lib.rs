@@ -19,6 +19,7 @@ pub mod dev;
 pub mod error;
 pub mod grants;
 pub mod metrics;
+pub mod names;
 pub mod notify;
 pub mod policy;
 pub mod redeploy;
@@ -28,12 +29,3 @@ pub mod state;
 pub mod store;
 pub mod tickets;
 pub mod tls;
-
-/// A random 128-bit id, hex: grant `jti`s, operation ids, demo tokens.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    // getrandom only fails when the OS has no entropy source at all, in
-    // which case no key or token could be made safely either.
-    getrandom::fill(&mut bytes).expect("the OS entropy source is available");
-    hex::encode(bytes)
-}

@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     }
     let verifier = GrantVerifier::new(keys.clone(), &config.grants);
     let issuer = GrantIssuer::new(signing.clone(), &config.grants);
-    let redis = crate::store::RedisOptions::from_config(&config);
+    let redis = redis_options(&config);
     let mut stores = crate::store::open_with(&config.store, &redis).await?;
     let metrics = Arc::new(Metrics::new()?);
     let mut background = Vec::new();
@@ -508,5 +508,15 @@ async fn watch_store(state: AppState) {
             .store_health
             .write()
             .unwrap_or_else(|p| p.into_inner()) = health;
+    }
+}
+
+/// The Redis options `config` asks for: its password files, and its store
+/// time budget (at least one second: API calls and `verify` use it too).
+fn redis_options(config: &Config) -> crate::store::RedisOptions {
+    crate::store::RedisOptions {
+        password_file: config.redis_password_file.clone(),
+        sentinel_password_file: config.redis_sentinel_password_file.clone(),
+        timeout: config.store_timeout.max(std::time::Duration::from_secs(1)),
     }
 }

@@ -30,8 +30,8 @@ pub use decide::{Decision, DenyReason, Unavailable, decide};
 use head::ReviewHead;
 
 use crate::audit::{AdmissionLimits, AuditEvent, AuditRecord, GrantUses, LimitHit, RateCheck};
-use crate::config::FailureMode;
 use crate::error::error_chain;
+use crate::policy::FailureMode;
 use crate::policy::{self, Gate, GatedChange, Workload};
 use crate::state::AppState;
 
@@ -394,7 +394,7 @@ async fn record(
             .redeploy
             .as_ref()
             .and_then(|d| d.operation_id.clone());
-        r.operation_id = Some(from_api.unwrap_or_else(crate::random_id));
+        r.operation_id = Some(from_api.unwrap_or_else(crate::names::random_id));
         r.rollout_status = Some(crate::audit::RolloutStatus::Started);
         r.operation_start_time = Some(r.timestamp.clone());
     }
@@ -405,7 +405,7 @@ async fn record(
     } = decision
     {
         r.ticket_number = Some(ticket_number.clone());
-        r.ticket_id = crate::tickets::ticket_id_of(ticket_number);
+        r.ticket_id = crate::names::ticket_id_of(ticket_number);
         if change.redeploy.is_some() {
             // rollgate's own patch: attributed to the grant's user, rollgate as the actor.
             r.actor = Some(change.requester.username.clone());

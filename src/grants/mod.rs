@@ -8,11 +8,38 @@
 pub mod keys;
 pub mod verify;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use keys::{KeyError, KeySet, SigningKey};
 pub use verify::{Expected, GrantRejection, GrantVerifier};
+
+/// Longest clock leeway DESIGN.md allows when checking a grant's `nbf`/`exp`.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(30);
+
+/// Grant (JWT) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSettings {
+    /// Lifetime of an issued grant; also the longest `exp - iat` accepted.
+    pub ttl: Duration,
+    /// Clock leeway for `nbf`/`exp`, at most [`MAX_LEEWAY`].
+    pub leeway: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for GrantSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(2 * 3600),
+            leeway: Duration::from_secs(30),
+            issuer: "rollgate".into(),
+            audience: "rollgate-webhook".into(),
+        }
+    }
+}
 
 /// The JWT `typ` header every grant carries.
 pub const GRANT_TYP: &str = "rollgate-grant+jwt";

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::{GRANT_TYP, GrantClaims, KeySet, SigningKey};
-use crate::config::GrantSettings;
+use crate::grants::GrantSettings;
 
 /// Why a presented grant does not count. Each variant becomes a denial message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

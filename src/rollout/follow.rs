@@ -97,7 +97,7 @@ impl Follower {
             audit,
             leases,
             metrics,
-            holder: crate::random_id(),
+            holder: crate::names::random_id(),
             settings,
             following: Mutex::default(),
         })

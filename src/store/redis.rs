@@ -186,18 +186,6 @@ impl Default for RedisOptions {
     }
 }
 
-impl RedisOptions {
-    /// The options `config` asks for: its password file, and its store time
-    /// budget (at least one second: API calls and `verify` use it too).
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            password_file: config.redis_password_file.clone(),
-            sentinel_password_file: config.redis_sentinel_password_file.clone(),
-            timeout: config.store_timeout.max(Duration::from_secs(1)),
-        }
-    }
-}
-
 /// How writes are made durable before they are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -343,7 +331,7 @@ impl RedisStore {
             head: Arc::default(),
             queue: Arc::default(),
             append_counts: Arc::default(),
-            replica: crate::random_id().into(),
+            replica: crate::names::random_id().into(),
         };
         // Learn the server's durability now, so the first write does not pay
         // for it; if Redis is down, the first write learns it instead.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
-use rollgate::config::GrantSettings;
+use rollgate::grants::GrantSettings;
 use rollgate::grants::verify::GrantIssuer;
 use rollgate::grants::{SigningKey, StoredGrant};
 use serde_json::{Value, json};
@@ -35,7 +35,7 @@ pub(crate) fn store_grant(s: &TestServer, grant: &StoredGrant) {
 fn mk_grant_signed_by(key: SigningKey) -> StoredGrant {
     let issuer = GrantIssuer::new(key, &GrantSettings::default());
     let now = jiff::Timestamp::now().as_second();
-    let jti = rollgate::random_id();
+    let jti = rollgate::names::random_id();
     let claims = issuer.claims(
         "alice",
         "production",
@@ -201,7 +201,7 @@ async fn another_users_grant_is_refused() {
     store_grant(
         &s,
         &StoredGrant {
-            jti: rollgate::random_id(),
+            jti: rollgate::names::random_id(),
             user: "bob".into(),
             namespace: "production".into(),
             application: "checkout-api".into(),
