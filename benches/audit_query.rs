@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use rollgate::audit::{AuditDecision, AuditEvent, AuditFilter, AuditLog, AuditRecord};
-use rollgate::config::StoreConfig;
+use rollgate::store::StoreConfig;
 
 const APPLICATIONS: usize = 50;
 const SPAN_DAYS: i64 = 30;

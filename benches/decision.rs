@@ -14,7 +14,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::admission::AdmissionRequest;
 use rollgate::admission::head::ReviewHead;
-use rollgate::config::GrantSettings;
+use rollgate::grants::GrantSettings;
 use rollgate::grants::verify::GrantIssuer;
 use rollgate::grants::{GrantVerifier, KeySet, SigningKey, StoredGrant};
 use rollgate::policy::{self, Gate, Policy, Workload};

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rollgate::config::{Config, GrantSettings};
+use rollgate::config::Config;
+use rollgate::grants::GrantSettings;
 use rollgate::grants::verify::GrantIssuer;
 use rollgate::grants::{GrantVerifier, KeySet, SigningKey, StoredGrant};
 use rollgate::policy::{self, Gate, Policy};

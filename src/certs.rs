@@ -182,7 +182,7 @@ pub fn dns_names(services: &[String], namespace: &str, extra: &[String]) -> Vec<
 /// asked, `signing-key.pem` (0600, only if absent) into `request.out`.
 pub fn generate(request: &Request) -> Result<Generated, Error> {
     for name in request.services.iter().chain([&request.namespace]) {
-        crate::tickets::validate_dns_label(name).map_err(|_| Error::BadName(name.clone()))?;
+        crate::names::validate_dns_label(name).map_err(|_| Error::BadName(name.clone()))?;
     }
     let out = &request.out;
     let (ca_cert, ca_key) = (out.join("ca.crt"), out.join("ca.key"));

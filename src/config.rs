@@ -7,18 +7,19 @@
 //! error naming the key. `Config` is a plain struct: tests build it directly.
 //! It holds *paths* to secrets, never their values.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::roles::{MAX_REQUIRED_APPROVALS, RequiredApprovals, Roles};
 use crate::cli::ServeArgs;
+use crate::grants::{GrantSettings, MAX_LEEWAY};
+use crate::policy::FailureMode;
 use crate::policy::{Policy, WorkloadKind};
-
-/// Longest clock leeway DESIGN.md allows when checking a grant's `nbf`/`exp`.
-pub const MAX_LEEWAY: Duration = Duration::from_secs(30);
+use crate::store::StoreConfig;
 
 /// A configuration problem, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -46,208 +47,34 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// What rollgate does with a gated change when the grant store or the audit
-/// log cannot be reached within its time budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureMode {
-    /// Deny the gated change, saying which dependency is unavailable.
-    #[default]
-    Closed,
-    /// Allow it with a warning (and log loudly).
-    Open,
-}
-
-/// Where tickets, grants and the audit log live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
-    /// The embedded SQLite database at this path.
-    Sqlite(PathBuf),
-    /// A Redis URL (`redis://`, `rediss://`, `redis+unix://`,
-    /// `redis+sentinel://`, `redis+cluster://`); served by the Redis backend.
-    Redis(String),
-}
-
-impl StoreConfig {
-    /// Parses `sqlite:///path`, a bare path, or a Redis URL (one server,
-    /// Sentinel or Cluster; checked here so a typo fails at start).
-    pub fn parse(value: &str) -> Result<Self, Error> {
-        if value.starts_with("redis") {
-            crate::store::redis::Topology::parse(value)
-                .map_err(|e| invalid("store", e.to_string()))?;
-            Ok(Self::Redis(value.to_owned()))
-        } else if let Some(path) = value.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(invalid("store", "sqlite:// needs a file path"));
-            }
-            Ok(Self::Sqlite(PathBuf::from(path)))
-        } else if value.contains("://") {
-            Err(invalid(
-                "store",
-                format!(
-                    "unsupported scheme in {value:?}: use sqlite://PATH, redis://, rediss://, redis+unix://, redis+sentinel:// or redis+cluster://"
-                ),
-            ))
-        } else {
-            Ok(Self::Sqlite(PathBuf::from(value)))
-        }
-    }
-
-    /// A description safe to log: a Redis URL loses its credentials (the
-    /// user info of `redis://`, the query of `redis+unix://…?pass=`).
-    pub fn redacted(&self) -> String {
-        match self {
-            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
-            Self::Redis(url) => {
-                let url = match url.split_once('?') {
-                    Some((base, _)) => format!("{base}?***"),
-                    None => url.clone(),
-                };
-                match url.split_once('@') {
-                    Some((scheme_user, host)) => {
-                        let scheme = scheme_user.split("://").next().unwrap_or("redis");
-                        format!("{scheme}://***@{host}")
-                    }
-                    None => url,
-                }
-            }
-        }
-    }
-}
-
-/// Users and groups holding a role (approver or auditor) in some namespaces.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Members {
-    #[serde(default)]
-    pub users: BTreeSet<String>,
-    #[serde(default)]
-    pub groups: BTreeSet<String>,
-}
-
-impl Members {
-    /// True when `user` or one of `groups` is a member.
-    pub fn contains(&self, user: &str, groups: &[String]) -> bool {
-        self.users.contains(user) || groups.iter().any(|g| self.groups.contains(g))
-    }
-}
-
-/// Approvers and auditors per namespace, and how many distinct approvers a
-/// ticket needs; the key `"*"` applies to every namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Roles {
-    #[serde(default)]
-    pub approvers: BTreeMap<String, Members>,
-    #[serde(default)]
-    pub auditors: BTreeMap<String, Members>,
-    #[serde(default)]
-    pub required_approvals: RequiredApprovals,
-}
-
-/// Most approvals `roles.requiredApprovals` may require.
-pub const MAX_REQUIRED_APPROVALS: u32 = 10;
-
-/// How many distinct approvers (never the requester) a ticket needs before it
-/// is approved, per namespace (`roles.requiredApprovals`, e.g.
-/// `{"*": 1, production: 2}`): the namespace's own key, else `"*"`, else 1.
-/// A ticket keeps the number it was filed with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct RequiredApprovals(BTreeMap<String, u32>);
-
-impl RequiredApprovals {
-    /// `counts` keyed by namespace or `"*"`; [`Config::load`] validates them.
-    pub fn new(counts: BTreeMap<String, u32>) -> Self {
-        Self(counts)
-    }
-
-    /// The approvals a ticket filed in `namespace` needs (at least 1).
-    pub fn for_namespace(&self, namespace: &str) -> u32 {
-        self.0
-            .get(namespace)
-            .or_else(|| self.0.get("*"))
-            .copied()
-            .unwrap_or(1)
-            .max(1)
-    }
-
-    /// Every key is `"*"` or a DNS-1123 label, every count within 1..=10.
-    fn validate(&self) -> Result<(), Error> {
-        const KEY: &str = "roles.requiredApprovals";
-        for (namespace, count) in &self.0 {
-            if namespace != "*" {
-                crate::tickets::validate_dns_label(namespace).map_err(|reason| {
-                    invalid(
-                        KEY,
-                        format!("{namespace:?}: {reason}, or \"*\" for every namespace"),
-                    )
-                })?;
-            }
-            if !(1..=MAX_REQUIRED_APPROVALS).contains(count) {
-                return Err(invalid(
-                    KEY,
-                    format!("{namespace:?}: {count} is not between 1 and {MAX_REQUIRED_APPROVALS}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Roles {
-    /// May `user` approve or reject tickets for `namespace`?
-    pub fn is_approver(&self, namespace: &str, user: &str, groups: &[String]) -> bool {
-        Self::holds(&self.approvers, namespace, user, groups)
-    }
-
-    /// May `user` read the audit trail of `namespace`? Approvers may too.
-    pub fn is_auditor(&self, namespace: &str, user: &str, groups: &[String]) -> bool {
-        Self::holds(&self.auditors, namespace, user, groups)
-            || self.is_approver(namespace, user, groups)
-    }
-
-    /// May `user` read the audit trail of every namespace (unfiltered queries)?
-    pub fn is_global_auditor(&self, user: &str, groups: &[String]) -> bool {
-        [&self.auditors, &self.approvers]
-            .iter()
-            .any(|map| map.get("*").is_some_and(|m| m.contains(user, groups)))
-    }
-
-    fn holds(map: &BTreeMap<String, Members>, ns: &str, user: &str, groups: &[String]) -> bool {
-        [ns, "*"]
-            .iter()
-            .any(|key| map.get(*key).is_some_and(|m| m.contains(user, groups)))
-    }
-}
-
-/// Grant (JWT) settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrantSettings {
-    /// Lifetime of an issued grant; also the longest `exp - iat` accepted.
-    pub ttl: Duration,
-    /// Clock leeway for `nbf`/`exp`, at most [`MAX_LEEWAY`].
-    pub leeway: Duration,
-    pub issuer: String,
-    pub audience: String,
-}
-
-impl Default for GrantSettings {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(2 * 3600),
-            leeway: Duration::from_secs(30),
-            issuer: "rollgate".into(),
-            audience: "rollgate-webhook".into(),
-        }
-    }
-}
-
 /// Paths of the serving certificate and key (PEM), re-read when they change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Every key of `roles.requiredApprovals` is `"*"` or a DNS-1123 label,
+/// every count within 1..=[`MAX_REQUIRED_APPROVALS`].
+fn validate_required_approvals(rules: &RequiredApprovals) -> Result<(), Error> {
+    const KEY: &str = "roles.requiredApprovals";
+    for (namespace, count) in rules.counts() {
+        if namespace != "*" {
+            crate::names::validate_dns_label(namespace).map_err(|reason| {
+                invalid(
+                    KEY,
+                    format!("{namespace:?}: {reason}, or \"*\" for every namespace"),
+                )
+            })?;
+        }
+        if !(1..=MAX_REQUIRED_APPROVALS).contains(count) {
+            return Err(invalid(
+                KEY,
+                format!("{namespace:?}: {count} is not between 1 and {MAX_REQUIRED_APPROVALS}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The whole runtime configuration of `rollgate serve`.
@@ -528,7 +355,9 @@ impl Config {
         };
 
         let store = match (args.store.as_deref().or(file.store.as_deref()), &dev_dir) {
-            (Some(value), _) => StoreConfig::parse(value)?,
+            (Some(value), _) => {
+                StoreConfig::parse(value).map_err(|e| invalid("store", e.to_string()))?
+            }
             (None, Some(dir)) => StoreConfig::Sqlite(dir.join("rollgate.db")),
             (None, None) => StoreConfig::Sqlite(PathBuf::from("rollgate.db")),
         };
@@ -551,7 +380,7 @@ impl Config {
             protected.insert("production".into());
         }
         for ns in &protected {
-            crate::tickets::validate_dns_label(ns).map_err(|reason| {
+            crate::names::validate_dns_label(ns).map_err(|reason| {
                 invalid("policy.protectedNamespaces", format!("{ns:?}: {reason}"))
             })?;
         }
@@ -608,7 +437,7 @@ impl Config {
         };
 
         for ns in &policy.fail_open_namespaces {
-            crate::tickets::validate_dns_label(ns).map_err(|reason| {
+            crate::names::validate_dns_label(ns).map_err(|reason| {
                 invalid("policy.failOpenNamespaces", format!("{ns:?}: {reason}"))
             })?;
         }
@@ -641,7 +470,7 @@ impl Config {
         }
 
         let mut roles = file.roles.unwrap_or_default();
-        roles.required_approvals.validate()?;
+        validate_required_approvals(&roles.required_approvals)?;
         let users_file = args
             .users_file
             .clone()

@@ -60,7 +60,7 @@ pub enum Error {
     #[error("grant signing key")]
     Key(#[from] crate::grants::KeyError),
     #[error("cannot open the store")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::error::Error),
     #[error("cannot load API users")]
     Auth(#[from] crate::auth::Error),
     #[error("metrics registry")]
@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     }
     let verifier = GrantVerifier::new(keys.clone(), &config.grants);
     let issuer = GrantIssuer::new(signing.clone(), &config.grants);
-    let redis = crate::store::RedisOptions::from_config(&config);
+    let redis = redis_options(&config);
     let mut stores = crate::store::open_with(&config.store, &redis).await?;
     let metrics = Arc::new(Metrics::new()?);
     let mut background = Vec::new();
@@ -466,14 +466,14 @@ async fn expire_tickets(desk: Arc<TicketDesk>, every: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired pending tickets"),
             Err(e) => {
-                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot expire pending tickets")
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot expire pending tickets")
             }
         }
         match desk.expire_grants().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "grants expired"),
             Err(e) => {
-                tracing::warn!(error = %crate::admission::error_chain(&e), "cannot record expired grants")
+                tracing::warn!(error = %crate::error::error_chain(&e), "cannot record expired grants")
             }
         }
     }
@@ -497,7 +497,7 @@ async fn watch_store(state: AppState) {
                     .set(i64::try_from(grants.len()).unwrap_or(i64::MAX));
                 None
             }
-            Ok(Err(e)) => Some(crate::admission::error_chain(&e)),
+            Ok(Err(e)) => Some(crate::error::error_chain(&e)),
             Err(_) => Some(format!("no answer within {:?}", state.store_timeout)),
         };
         state.metrics.store_up.set(i64::from(health.is_none()));
@@ -508,5 +508,15 @@ async fn watch_store(state: AppState) {
             .store_health
             .write()
             .unwrap_or_else(|p| p.into_inner()) = health;
+    }
+}
+
+/// The Redis options `config` asks for: its password files, and its store
+/// time budget (at least one second: API calls and `verify` use it too).
+fn redis_options(config: &Config) -> crate::store::RedisOptions {
+    crate::store::RedisOptions {
+        password_file: config.redis_password_file.clone(),
+        sentinel_password_file: config.redis_sentinel_password_file.clone(),
+        timeout: config.store_timeout.max(std::time::Duration::from_secs(1)),
     }
 }

@@ -12,11 +12,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditEvent, AuditLog, AuditRecord};
+use crate::auth::roles::RequiredApprovals;
 use crate::auth::{Caller, Role, SharedAuthorizer};
-use crate::config::RequiredApprovals;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{GrantStore, StoredGrant};
 use crate::metrics::Metrics;
+use crate::names::{ticket_number, validate_dns_label};
 use crate::notify::{Event, EventKind, Notifier};
 
 /// What a ticket may allow.
@@ -230,7 +231,7 @@ pub enum Error {
         status: &'static str,
     },
     #[error("the store is unavailable")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::error::Error),
     #[error("{detail}")]
     RateLimited { detail: String, retry_after: i64 },
     #[error("no live grant {0}: list them with GET /v1/grants")]
@@ -239,22 +240,6 @@ pub enum Error {
     Auth(#[from] crate::auth::Error),
     #[error("cannot sign the grant")]
     Sign(#[source] jsonwebtoken::errors::Error),
-}
-
-/// Checks a Kubernetes namespace or label-value-like name: an RFC 1123 label.
-pub fn validate_dns_label(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 63 {
-        return Err("must be 1 to 63 characters".into());
-    }
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
-    if ok_chars && ok_ends {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit".into())
-    }
 }
 
 impl NewTicket {
@@ -328,17 +313,6 @@ pub(crate) fn validate_text(field: &'static str, text: &str, required: bool) -> 
         });
     }
     Ok(())
-}
-
-/// The display number of ticket `id`: `RG-000042`.
-pub fn ticket_number(id: u64) -> String {
-    format!("RG-{id:06}")
-}
-
-/// The id behind a ticket number: `RG-000042` → `42`.
-pub fn ticket_id_of(number: &str) -> Option<String> {
-    let digits = number.strip_prefix("RG-")?;
-    digits.parse::<u64>().ok().map(|id| id.to_string())
 }
 
 // === impl Ticket (pure transitions) ===
@@ -562,11 +536,11 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn create_ticket(
         &self,
         make: Box<dyn FnOnce(u64) -> Ticket + Send>,
-    ) -> Result<Ticket, crate::store::Error>;
-    async fn get_ticket(&self, id: &str) -> Result<Option<Ticket>, crate::store::Error>;
+    ) -> Result<Ticket, crate::error::Error>;
+    async fn get_ticket(&self, id: &str) -> Result<Option<Ticket>, crate::error::Error>;
     /// Tickets matching `filter`, newest first.
     async fn list_tickets(&self, filter: &TicketFilter)
-    -> Result<Vec<Ticket>, crate::store::Error>;
+    -> Result<Vec<Ticket>, crate::error::Error>;
     /// Replaces the ticket only if its stored revision is still
     /// `expected_revision`, storing `ticket` with its own `revision` (the
     /// caller sets `expected_revision + 1`). So of racing writers (replicas
@@ -576,7 +550,7 @@ pub trait TicketStore: Send + Sync + 'static {
         &self,
         ticket: &Ticket,
         expected_revision: u64,
-    ) -> Result<bool, crate::store::Error>;
+    ) -> Result<bool, crate::error::Error>;
 }
 
 /// The ticket operations of the API, composed from the pure transitions
@@ -669,8 +643,8 @@ impl TicketDesk {
                          file the next one in {}",
                         caller.username,
                         rate.limit,
-                        crate::admission::decide::human_duration(window),
-                        crate::admission::decide::human_duration(retry_after),
+                        crate::names::human_duration(window),
+                        crate::names::human_duration(retry_after),
                     ),
                     retry_after,
                 })
@@ -869,7 +843,7 @@ impl TicketDesk {
             &ticket.id,
             &ticket.number,
             ticket.action.as_str(),
-            crate::random_id(),
+            crate::names::random_id(),
             now.as_second(),
         );
         // What the ticket pins travels in the signed grant, so the webhook enforces it.

@@ -126,7 +126,7 @@ impl ReloadingCert {
                 true
             }
             Err(error) => {
-                tracing::warn!(error = %crate::admission::error_chain(&error), "new certificate not loaded; still serving the previous one");
+                tracing::warn!(error = %crate::error::error_chain(&error), "new certificate not loaded; still serving the previous one");
                 false
             }
         }

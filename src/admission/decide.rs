@@ -5,8 +5,9 @@
 use std::fmt::Write as _;
 
 use crate::audit::{AuditDecision, LimitHit};
-use crate::config::FailureMode;
 use crate::grants::{Expected, GrantRejection, GrantVerifier, StoredGrant};
+use crate::names::human_duration;
+use crate::policy::FailureMode;
 use crate::policy::GatedChange;
 
 /// A dependency of the webhook did not answer in time or failed.
@@ -157,7 +158,7 @@ impl Decision {
             }
             _ => msg.push_str(" and you hold no grant for this application."),
         }
-        if crate::tickets::validate_dns_label(&change.application).is_err() {
+        if crate::names::validate_dns_label(&change.application).is_err() {
             // Tickets name applications as DNS-1123 labels; say how to get one
             // rather than print a command the API would refuse.
             let _ = write!(
@@ -303,17 +304,6 @@ pub fn what_changed(change: &GatedChange) -> String {
         let _ = write!(text, " and {} more", parts.len() - SHOWN);
     }
     text
-}
-
-/// `1h59m`, `12m`, `45s`.
-pub fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s:02}s"),
-        _ => format!("{h}h{m:02}m"),
-    }
 }
 
 #[cfg(test)]

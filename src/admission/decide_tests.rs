@@ -9,7 +9,7 @@ use kube::core::admission::AdmissionRequest;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::GrantSettings;
+use crate::grants::GrantSettings;
 use crate::grants::keys::generate_pem;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{KeySet, SigningKey};
@@ -743,21 +743,6 @@ fn an_exempt_change_is_allowed_with_a_warning_saying_so() {
         Decision::Exempt.audit_reason(),
         "requester is exempt by policy"
     );
-}
-
-#[test]
-fn durations_read_as_hours_minutes_or_seconds() {
-    let rows = [
-        ("two hours", 7200, "2h00m"),
-        ("just under two hours", 7140, "1h59m"),
-        ("minutes", 754, "12m34s"),
-        ("seconds", 45, "45s"),
-        ("zero", 0, "0s"),
-        ("negative is clamped", -10, "0s"),
-    ];
-    for (row, secs, expected) in rows {
-        assert_eq!(human_duration(secs), expected, "row {row:?}");
-    }
 }
 
 #[test]

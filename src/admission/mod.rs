@@ -30,7 +30,8 @@ pub use decide::{Decision, DenyReason, Unavailable, decide};
 use head::ReviewHead;
 
 use crate::audit::{AdmissionLimits, AuditEvent, AuditRecord, GrantUses, LimitHit, RateCheck};
-use crate::config::FailureMode;
+use crate::error::error_chain;
+use crate::policy::FailureMode;
 use crate::policy::{self, Gate, GatedChange, Workload};
 use crate::state::AppState;
 
@@ -314,7 +315,7 @@ async fn check_limits(
 async fn within_budget<T>(
     state: &AppState,
     what: &'static str,
-    call: impl std::future::Future<Output = Result<T, crate::store::Error>>,
+    call: impl std::future::Future<Output = Result<T, crate::error::Error>>,
 ) -> Result<T, Unavailable> {
     match tokio::time::timeout(state.store_timeout, call).await {
         Ok(Ok(value)) => Ok(value),
@@ -400,7 +401,7 @@ async fn record(
             .redeploy
             .as_ref()
             .and_then(|d| d.operation_id.clone());
-        r.operation_id = Some(from_api.unwrap_or_else(crate::random_id));
+        r.operation_id = Some(from_api.unwrap_or_else(crate::names::random_id));
         r.rollout_status = Some(crate::audit::RolloutStatus::Started);
         r.operation_start_time = Some(r.timestamp.clone());
     }
@@ -411,7 +412,7 @@ async fn record(
     } = decision
     {
         r.ticket_number = Some(ticket_number.clone());
-        r.ticket_id = crate::tickets::ticket_id_of(ticket_number);
+        r.ticket_id = crate::names::ticket_id_of(ticket_number);
         if change.redeploy.is_some() {
             // rollgate's own patch: attributed to the grant's user, rollgate as the actor.
             r.actor = Some(change.requester.username.clone());
@@ -447,16 +448,4 @@ fn operation_name(op: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
-}
-
-/// An error and its causes on one line, for messages and logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

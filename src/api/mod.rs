@@ -385,7 +385,7 @@ async fn redeploy(
     };
     let found = crate::redeploy::find(client, &namespace, &application).await?;
     let workload = crate::redeploy::choose(&namespace, &application, found, &selector)?;
-    let operation_id = crate::random_id();
+    let operation_id = crate::names::random_id();
     crate::redeploy::restart(client, &namespace, &workload, &claims.jti, &operation_id).await?;
     tracing::info!(
         namespace = %namespace, application = %application, user = %claims.sub, ticket = %claims.tno,

@@ -59,7 +59,7 @@ impl ApiError {
 
     /// A 503 whose cause is logged here, once, and not shown to the caller.
     pub fn unavailable(what: &str, cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %crate::admission::error_chain(cause), "{what} failed");
+        tracing::error!(error = %crate::error::error_chain(cause), "{what} failed");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "Service Unavailable",
@@ -180,8 +180,8 @@ impl From<crate::audit::trail::Error> for ApiError {
     }
 }
 
-impl From<crate::store::Error> for ApiError {
-    fn from(e: crate::store::Error) -> Self {
+impl From<crate::error::Error> for ApiError {
+    fn from(e: crate::error::Error) -> Self {
         Self::unavailable("store", &e)
     }
 }

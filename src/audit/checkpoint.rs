@@ -186,7 +186,7 @@ impl CheckpointVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::GrantSettings;
+    use crate::grants::GrantSettings;
     use crate::grants::verify::GrantIssuer;
     use crate::grants::{GrantRejection, GrantVerifier};
 

@@ -301,14 +301,14 @@ pub trait AuditLog: Send + Sync + 'static {
     /// Chains and stores `record` (its `id`, `prevHash` and `hash` are
     /// assigned here) durably, and returns it as stored. By default
     /// [`AuditLog::append_admission`] with no limits, which none can hit.
-    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, crate::store::Error> {
+    async fn append(&self, record: AuditRecord) -> Result<AuditRecord, crate::error::Error> {
         match self
             .append_admission(record, &AdmissionLimits::default())
             .await?
         {
             Ok(record) => Ok(record),
             // No limits were asked for, so none can be hit.
-            Err(_) => Err(crate::store::Error::ChainContention(0)),
+            Err(_) => Err(crate::error::Error::ChainContention(0)),
         }
     }
     /// Like [`AuditLog::append`] for an allowed ADMISSION record, but only if
@@ -319,7 +319,7 @@ pub trait AuditLog: Send + Sync + 'static {
         &self,
         record: AuditRecord,
         limits: &AdmissionLimits,
-    ) -> Result<Result<AuditRecord, LimitHit>, crate::store::Error>;
+    ) -> Result<Result<AuditRecord, LimitHit>, crate::error::Error>;
     /// What [`AuditLog::append_admission`] would answer now for an allowed
     /// ADMISSION record of `namespace`/`application` under `limits`:
     /// `Some(hit)` when a limit would refuse it. Read only: it appends no
@@ -330,11 +330,11 @@ pub trait AuditLog: Send + Sync + 'static {
         namespace: &str,
         application: &str,
         limits: &AdmissionLimits,
-    ) -> Result<Option<LimitHit>, crate::store::Error>;
+    ) -> Result<Option<LimitHit>, crate::error::Error>;
     /// A page of records matching `filter`, newest first.
-    async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, crate::store::Error>;
+    async fn query(&self, filter: &AuditFilter) -> Result<AuditPage, crate::error::Error>;
     /// One record by id.
-    async fn get(&self, id: &str) -> Result<Option<AuditRecord>, crate::store::Error>;
+    async fn get(&self, id: &str) -> Result<Option<AuditRecord>, crate::error::Error>;
     /// Up to `limit` records stored after position `after` (0: from the
     /// first), oldest first, each with its position (the store's sequence
     /// number, which pages on whatever the record's own `id` claims): the
@@ -345,9 +345,9 @@ pub trait AuditLog: Send + Sync + 'static {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, AuditRecord)>, crate::store::Error>;
+    ) -> Result<Vec<(u64, AuditRecord)>, crate::error::Error>;
     /// The newest record (the chain's head); `None` when the trail is empty.
-    async fn head(&self) -> Result<Option<AuditRecord>, crate::store::Error>;
+    async fn head(&self) -> Result<Option<AuditRecord>, crate::error::Error>;
     /// Chains `record` after `head` (a record [`AuditLog::head`] returned;
     /// `None`: the empty trail) and stores it durably, only if `head` is
     /// still the newest record; answers `None`, appending nothing, when
@@ -357,11 +357,11 @@ pub trait AuditLog: Send + Sync + 'static {
         &self,
         record: AuditRecord,
         head: Option<&AuditRecord>,
-    ) -> Result<Option<AuditRecord>, crate::store::Error>;
+    ) -> Result<Option<AuditRecord>, crate::error::Error>;
     /// Walks the whole chain from the first record: links, hashes, and that
     /// each CHECKPOINT record attests the records before it (signatures are
     /// checked by [`AuditTrail::verify`], which holds the keys).
-    async fn verify(&self) -> Result<VerifyReport, crate::store::Error> {
+    async fn verify(&self) -> Result<VerifyReport, crate::error::Error> {
         Ok(walk(self, ChainWalker::default()).await?.finish())
     }
 }
@@ -374,7 +374,7 @@ pub const WALK_BATCH: usize = 500;
 pub async fn walk<L: AuditLog + ?Sized>(
     log: &L,
     mut walker: ChainWalker,
-) -> Result<ChainWalker, crate::store::Error> {
+) -> Result<ChainWalker, crate::error::Error> {
     let mut after = 0;
     loop {
         let batch = log.read_from(after, WALK_BATCH).await?;

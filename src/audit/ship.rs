@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::{
     AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, LimitHit, VerifyReport,
 };
-use crate::store::Error;
+use crate::error::Error;
 
 /// Lines waiting for the writer; beyond this, new lines are dropped.
 pub const QUEUE_LINES: usize = 4096;

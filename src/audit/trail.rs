@@ -28,7 +28,7 @@ const CHECKPOINT_ATTEMPTS: u32 = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("audit store")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::error::Error),
     #[error("cannot sign the checkpoint")]
     Sign(#[source] jsonwebtoken::errors::Error),
     #[error("the checkpoint given is not valid: {0}")]
@@ -258,7 +258,7 @@ impl AuditTrail {
     /// store a batch at a time as the stream is polled.
     pub fn export(
         &self,
-    ) -> impl Stream<Item = Result<Bytes, crate::store::Error>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Bytes, crate::error::Error>> + Send + 'static {
         let log = self.log.clone();
         futures::stream::try_unfold(Some(0u64), move |after| {
             let log = log.clone();
@@ -302,7 +302,7 @@ impl AuditTrail {
                 ),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = %crate::admission::error_chain(&e), "cannot make an audit checkpoint")
+                    tracing::error!(error = %crate::error::error_chain(&e), "cannot make an audit checkpoint")
                 }
                 Err(_) => tracing::warn!("an audit checkpoint took over 60 s: skipped"),
             }

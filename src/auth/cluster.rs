@@ -74,10 +74,7 @@ where
     api.create(&PostParams::default(), review)
         .await
         .map_err(|e| {
-            Error::Unavailable(format!(
-                "{kind} failed: {}",
-                crate::admission::error_chain(&e)
-            ))
+            Error::Unavailable(format!("{kind} failed: {}", crate::error::error_chain(&e)))
         })
 }
 

@@ -5,10 +5,11 @@
 //! `users.json`), a Kubernetes TokenReview ([`cluster::TokenReviewer`]), or
 //! both in turn ([`FirstOf`]), so a ticket's user is exactly the username the
 //! API server reports at admission. Roles (approver, auditor) are decided by
-//! an [`Authorizer`]: the config ([`crate::config::Roles`]), a
+//! an [`Authorizer`]: the config ([`roles::Roles`]), a
 //! SubjectAccessReview ([`cluster::AccessReviewer`]), or either ([`AnyOf`]).
 
 pub mod cluster;
+pub mod roles;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -142,7 +143,7 @@ impl Authenticator for DevUsers {
 pub fn demo_users() -> DevUsersFile {
     let mk = |name: &str, groups: &[&str]| DevUser {
         name: name.into(),
-        token: format!("rg-dev-{name}-{}", crate::random_id()),
+        token: format!("rg-dev-{name}-{}", crate::names::random_id()),
         groups: groups
             .iter()
             .map(|g| g.to_string())
@@ -240,7 +241,7 @@ pub trait Authorizer: Send + Sync + 'static {
 
 /// Roles from the config file. An approver may also audit.
 #[async_trait]
-impl Authorizer for crate::config::Roles {
+impl Authorizer for roles::Roles {
     async fn allows(
         &self,
         caller: &Caller,

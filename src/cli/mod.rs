@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::FailureMode;
+use crate::policy::FailureMode;
 use crate::tickets::Action;
 
 /// rollgate: no restart, image or other change of what runs in protected namespaces without an approved ticket.

@@ -9,11 +9,38 @@ pub mod jws;
 pub mod keys;
 pub mod verify;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use keys::{KeyError, KeySet, SigningKey};
 pub use verify::{Expected, GrantRejection, GrantVerifier};
+
+/// Longest clock leeway DESIGN.md allows when checking a grant's `nbf`/`exp`.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(30);
+
+/// Grant (JWT) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSettings {
+    /// Lifetime of an issued grant; also the longest `exp - iat` accepted.
+    pub ttl: Duration,
+    /// Clock leeway for `nbf`/`exp`, at most [`MAX_LEEWAY`].
+    pub leeway: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+impl Default for GrantSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(2 * 3600),
+            leeway: Duration::from_secs(30),
+            issuer: "rollgate".into(),
+            audience: "rollgate-webhook".into(),
+        }
+    }
+}
 
 /// The JWT `typ` header every grant carries.
 pub const GRANT_TYP: &str = "rollgate-grant+jwt";
@@ -112,7 +139,7 @@ pub struct GrantFilter {
 #[async_trait]
 pub trait GrantStore: Send + Sync + 'static {
     /// Stores a grant, expiring at `grant.expires_at`.
-    async fn put_grant(&self, grant: &StoredGrant) -> Result<(), crate::store::Error>;
+    async fn put_grant(&self, grant: &StoredGrant) -> Result<(), crate::error::Error>;
     /// The live grants of `user` for `namespace`/`application`, latest-expiring
     /// first (at most 8), in one round trip: the webhook's lookup. `now` is Unix
     /// seconds. Every one is returned, so a newer grant (say, image only)
@@ -123,23 +150,23 @@ pub trait GrantStore: Send + Sync + 'static {
         namespace: &str,
         application: &str,
         now: i64,
-    ) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    ) -> Result<Vec<StoredGrant>, crate::error::Error>;
     /// The live grant with this `jti`, if any.
     async fn grant_by_jti(
         &self,
         jti: &str,
         now: i64,
-    ) -> Result<Option<StoredGrant>, crate::store::Error>;
+    ) -> Result<Option<StoredGrant>, crate::error::Error>;
     /// Live grants matching `filter`.
     async fn list_grants(
         &self,
         filter: &GrantFilter,
         now: i64,
-    ) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    ) -> Result<Vec<StoredGrant>, crate::error::Error>;
     /// Removes the grants that expired unrevoked by `now` and returns them
     /// (without tokens). Across replicas sharing a store, each expiry is
     /// returned to exactly one caller, so it is counted and recorded once.
-    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, crate::store::Error>;
+    async fn take_expired_grants(&self, now: i64) -> Result<Vec<StoredGrant>, crate::error::Error>;
     /// Removes a grant so it stops working at once; false when there was none.
-    async fn revoke_grant(&self, jti: &str) -> Result<bool, crate::store::Error>;
+    async fn revoke_grant(&self, jti: &str) -> Result<bool, crate::error::Error>;
 }

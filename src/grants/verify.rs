@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use jsonwebtoken::Validation;
 
-use super::{GRANT_TYP, GrantClaims, KeySet, SigningKey, jws};
-use crate::config::GrantSettings;
+use super::{GRANT_TYP, GrantClaims, GrantSettings, KeySet, SigningKey, jws};
 
 /// Why a presented grant does not count. Each variant becomes a denial message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

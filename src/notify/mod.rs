@@ -382,7 +382,7 @@ async fn attempt(
     // Files are re-read each time: a rotated Secret applies at once.
     let (url, headers) = receiver
         .resolve()
-        .map_err(|e| Attempt::GiveUp(crate::admission::error_chain(&e)))?;
+        .map_err(|e| Attempt::GiveUp(crate::error::error_chain(&e)))?;
     let sent = client.post(url).headers(headers).json(body).send().await;
     match sent {
         Ok(response) => {
@@ -396,12 +396,10 @@ async fn attempt(
             }
         }
         // The URL may hold a credential: errors are logged without it.
-        Err(e) if e.is_builder() => Err(Attempt::GiveUp(crate::admission::error_chain(
-            &e.without_url(),
-        ))),
-        Err(e) => Err(Attempt::Retry(crate::admission::error_chain(
-            &e.without_url(),
-        ))),
+        Err(e) if e.is_builder() => {
+            Err(Attempt::GiveUp(crate::error::error_chain(&e.without_url())))
+        }
+        Err(e) => Err(Attempt::Retry(crate::error::error_chain(&e.without_url()))),
     }
 }
 

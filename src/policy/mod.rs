@@ -18,7 +18,17 @@ use serde::{Deserialize, Serialize};
 pub use change::{APPLICATION_LABELS, ChangeKind, ImageChange, TemplateDiff};
 pub use workload::Workload;
 
-use crate::config::FailureMode;
+/// What rollgate does with a gated change when the grant store or the audit
+/// log cannot be reached within its time budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Deny the gated change, saying which dependency is unavailable.
+    #[default]
+    Closed,
+    /// Allow it with a warning (and log loudly).
+    Open,
+}
 
 /// Label that protects a namespace when set to `"true"`.
 pub const PROTECTED_LABEL: &str = "rollgate.io/protected";

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::admission::{Decision, DenyReason, Unavailable, decide};
-use crate::config::GrantSettings;
+use crate::grants::GrantSettings;
 use crate::grants::verify::GrantIssuer;
 use crate::grants::{GrantVerifier, KeySet, SigningKey, StoredGrant};
 

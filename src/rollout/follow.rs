@@ -62,7 +62,7 @@ impl Default for FollowerSettings {
 #[derive(Debug, thiserror::Error)]
 enum FollowError {
     #[error("store")]
-    Store(#[from] crate::store::Error),
+    Store(#[from] crate::error::Error),
     #[error("kubernetes API")]
     Kube(#[from] kube::Error),
     #[error("operation {0} has no ADMISSION record")]
@@ -97,7 +97,7 @@ impl Follower {
             audit,
             leases,
             metrics,
-            holder: crate::random_id(),
+            holder: crate::names::random_id(),
             settings,
             following: Mutex::default(),
         })
@@ -136,7 +136,7 @@ impl Follower {
                                 self.start(&mut tasks, op, &shutdown);
                             }
                         }
-                        Err(e) => tracing::warn!(error = %crate::admission::error_chain(&e), "cannot list open operations"),
+                        Err(e) => tracing::warn!(error = %crate::error::error_chain(&e), "cannot list open operations"),
                     }
                     if last_rates.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                         last_rates = Some(tokio::time::Instant::now());
@@ -180,7 +180,7 @@ impl Follower {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                tracing::warn!(operation = op, error = %crate::admission::error_chain(&e), "cannot lease operation");
+                tracing::warn!(operation = op, error = %crate::error::error_chain(&e), "cannot lease operation");
                 return;
             }
         }
@@ -192,12 +192,12 @@ impl Follower {
             () = stop.cancelled() => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(operation = op, error = %crate::admission::error_chain(&e), "stopped following rollout; it will be taken up again");
+            tracing::warn!(operation = op, error = %crate::error::error_chain(&e), "stopped following rollout; it will be taken up again");
         }
         if !lost.is_cancelled()
             && let Err(e) = self.leases.release_operation(op, &self.holder).await
         {
-            tracing::debug!(operation = op, error = %crate::admission::error_chain(&e), "cannot release lease");
+            tracing::debug!(operation = op, error = %crate::error::error_chain(&e), "cannot release lease");
         }
     }
 
@@ -264,7 +264,7 @@ impl Follower {
             Err(e) if past_deadline() => {
                 let error = format!(
                     "the rollout could not be followed: {}",
-                    crate::admission::error_chain(&e)
+                    crate::error::error_chain(&e)
                 );
                 return self
                     .close_unfollowable(admission, RolloutStatus::Timeout, error)
@@ -398,7 +398,7 @@ impl Follower {
             let page = match self.audit.query(&filter).await {
                 Ok(page) => page,
                 Err(e) => {
-                    tracing::debug!(error = %crate::admission::error_chain(&e), "cannot refresh the success rate");
+                    tracing::debug!(error = %crate::error::error_chain(&e), "cannot refresh the success rate");
                     return;
                 }
             };

@@ -39,7 +39,7 @@ pub use follow::{Follower, FollowerSettings};
 #[async_trait]
 pub trait OperationLeases: Send + Sync + 'static {
     /// Operation ids admitted and not yet closed, oldest first, at most `limit`.
-    async fn open_operations(&self, limit: usize) -> Result<Vec<String>, crate::store::Error>;
+    async fn open_operations(&self, limit: usize) -> Result<Vec<String>, crate::error::Error>;
     /// Takes the lease on `operation_id` for `holder` for `ttl`, or renews
     /// it when `holder` has it already. False when another holder's lease
     /// is still running.
@@ -48,14 +48,14 @@ pub trait OperationLeases: Send + Sync + 'static {
         operation_id: &str,
         holder: &str,
         ttl: Duration,
-    ) -> Result<bool, crate::store::Error>;
+    ) -> Result<bool, crate::error::Error>;
     /// Gives the lease up, if `holder` has it, so another replica can take
     /// the operation over at once.
     async fn release_operation(
         &self,
         operation_id: &str,
         holder: &str,
-    ) -> Result<(), crate::store::Error>;
+    ) -> Result<(), crate::error::Error>;
 }
 
 /// What appending a record does to the set of open operations.

@@ -7,48 +7,73 @@
 pub mod redis;
 pub mod sqlite;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::audit::AuditLog;
-use crate::config::StoreConfig;
+use crate::error::Error;
 use crate::grants::GrantStore;
 use crate::rollout::OperationLeases;
 use crate::tickets::TicketStore;
 
 pub use self::redis::RedisOptions;
 
-/// A store operation failed. The webhook turns these into fail-closed
-/// denials; the API into 503s.
+/// A store value (`store`, `--store`) that names no usable backend, and why.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("embedded database error")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored data is corrupt")]
-    Corrupt(#[from] serde_json::Error),
-    #[error("the store did not answer within {0:?}")]
-    Timeout(std::time::Duration),
-    #[error("the store worker stopped")]
-    WorkerGone,
-    #[error("redis error")]
-    Redis(#[from] ::redis::RedisError),
-    #[error(transparent)]
-    RedisUrl(#[from] self::redis::UrlError),
-    #[error("cannot read the redis password file {path}")]
-    PasswordFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("redis did not confirm the write durable (AOF fsync) within {0:?}")]
-    NotDurable(std::time::Duration),
-    #[error("the audit chain kept moving under concurrent appends: gave up after {0} attempts")]
-    ChainContention(u32),
-    #[error("cannot create the store directory {path}")]
-    Dir {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+#[error("{0}")]
+pub struct InvalidStore(String);
+
+/// Where tickets, grants and the audit log live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SQLite database at this path.
+    Sqlite(PathBuf),
+    /// A Redis URL (`redis://`, `rediss://`, `redis+unix://`,
+    /// `redis+sentinel://`, `redis+cluster://`); served by the Redis backend.
+    Redis(String),
+}
+
+impl StoreConfig {
+    /// Parses `sqlite:///path`, a bare path, or a Redis URL (one server,
+    /// Sentinel or Cluster; checked here so a typo fails at start).
+    pub fn parse(value: &str) -> Result<Self, InvalidStore> {
+        if value.starts_with("redis") {
+            self::redis::Topology::parse(value).map_err(|e| InvalidStore(e.to_string()))?;
+            Ok(Self::Redis(value.to_owned()))
+        } else if let Some(path) = value.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(InvalidStore("sqlite:// needs a file path".into()));
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if value.contains("://") {
+            Err(InvalidStore(format!(
+                "unsupported scheme in {value:?}: use sqlite://PATH, redis://, rediss://, redis+unix://, redis+sentinel:// or redis+cluster://"
+            )))
+        } else {
+            Ok(Self::Sqlite(PathBuf::from(value)))
+        }
+    }
+
+    /// A description safe to log: a Redis URL loses its credentials (the
+    /// user info of `redis://`, the query of `redis+unix://…?pass=`).
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Redis(url) => {
+                let url = match url.split_once('?') {
+                    Some((base, _)) => format!("{base}?***"),
+                    None => url.clone(),
+                };
+                match url.split_once('@') {
+                    Some((scheme_user, host)) => {
+                        let scheme = scheme_user.split("://").next().unwrap_or("redis");
+                        format!("{scheme}://***@{host}")
+                    }
+                    None => url,
+                }
+            }
+        }
+    }
 }
 
 /// The three stores a running rollgate uses; one backend serves all three.

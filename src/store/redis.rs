@@ -98,9 +98,9 @@ use tokio::sync::{Mutex, OnceCell};
 
 use self::connection::{Connection, Settings};
 pub use self::connection::{Topology, UrlError};
-use super::Error;
 use crate::audit::AuditEvent;
 use crate::audit::chain::GENESIS_HASH;
+use crate::error::Error;
 
 /// Most audit records one `query` call reads when filtering in memory.
 pub const MAX_SCAN: usize = 10_000;
@@ -182,18 +182,6 @@ impl Default for RedisOptions {
             password_file: None,
             sentinel_password_file: None,
             timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RedisOptions {
-    /// The options `config` asks for: its password file, and its store time
-    /// budget (at least one second: API calls and `verify` use it too).
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            password_file: config.redis_password_file.clone(),
-            sentinel_password_file: config.redis_sentinel_password_file.clone(),
-            timeout: config.store_timeout.max(Duration::from_secs(1)),
         }
     }
 }
@@ -343,12 +331,12 @@ impl RedisStore {
             head: Arc::default(),
             queue: Arc::default(),
             append_counts: Arc::default(),
-            replica: crate::random_id().into(),
+            replica: crate::names::random_id().into(),
         };
         // Learn the server's durability now, so the first write does not pay
         // for it; if Redis is down, the first write learns it instead.
         if let Err(e) = store.durability().await {
-            tracing::warn!(error = %crate::admission::error_chain(&e), "redis is not reachable yet");
+            tracing::warn!(error = %crate::error::error_chain(&e), "redis is not reachable yet");
         }
         Ok(store)
     }

@@ -18,12 +18,12 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::Error;
 use crate::audit::chain;
 use crate::audit::{AdmissionLimits, LimitHit};
 use crate::audit::{
     AuditEvent, AuditFilter, AuditLog, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE,
 };
+use crate::error::Error;
 use crate::grants::{GrantFilter, GrantStore, StoredGrant};
 use crate::rollout::{OperationLeases, OperationMark};
 use crate::tickets::{Ticket, TicketFilter, TicketStatus, TicketStore};

@@ -275,7 +275,7 @@ async fn wait_for_lines(path: &std::path::Path, n: usize) -> String {
 #[tokio::test]
 async fn each_replica_ships_the_records_it_appended() {
     let redis = RedisServer::start(&[]);
-    let store = rollgate::config::StoreConfig::parse(&redis.url()).unwrap();
+    let store = rollgate::store::StoreConfig::parse(&redis.url()).unwrap();
     let logs = tempfile::tempdir().unwrap();
     let yaml = |name: &str| {
         let path = logs.path().join(name);

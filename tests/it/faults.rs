@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use rollgate::config::StoreConfig;
+use rollgate::store::StoreConfig;
 
 use crate::common::{TestServer, allowed, by, denial, fixture, restart_by, spawn_server_with};
 use crate::store_contract::RedisServer;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
-use rollgate::config::GrantSettings;
+use rollgate::grants::GrantSettings;
 use rollgate::grants::verify::GrantIssuer;
 use rollgate::grants::{SigningKey, StoredGrant};
 use serde_json::{Value, json};
@@ -42,7 +42,7 @@ fn mk_grant_signed_by(key: SigningKey) -> StoredGrant {
         "7",
         "RG-000007",
         "restart",
-        rollgate::random_id(),
+        rollgate::names::random_id(),
         now,
     );
     StoredGrant::from_claims(&claims, issuer.sign(&claims).unwrap())
@@ -193,7 +193,7 @@ async fn another_users_grant_is_refused() {
     store_grant(
         &s,
         &StoredGrant {
-            jti: rollgate::random_id(),
+            jti: rollgate::names::random_id(),
             user: "bob".into(),
             namespace: "production".into(),
             application: "checkout-api".into(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rollgate::config::StoreConfig;
+use rollgate::store::StoreConfig;
 use rollgate::store::{RedisOptions, Stores};
 use tempfile::TempDir;
 

@@ -3,7 +3,7 @@
 //! revocation on one denies on the other, and both keep one audit chain.
 
 use reqwest::StatusCode;
-use rollgate::config::StoreConfig;
+use rollgate::store::StoreConfig;
 
 use crate::common::{allowed, denial, restart_by, spawn_replica, spawn_server_with};
 use crate::store_contract::RedisServer;

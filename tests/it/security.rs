@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use rollgate::config::StoreConfig;
 use rollgate::grants::{SigningKey, StoredGrant};
+use rollgate::store::StoreConfig;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,7 +35,7 @@ fn mk_claims(now: i64) -> Value {
     json!({
         "iss": "rollgate", "aud": "rollgate-webhook", "sub": "alice",
         "ns": "production", "app": "checkout-api", "tid": "7", "tno": "RG-000007",
-        "jti": rollgate::random_id(), "iat": now, "nbf": now, "exp": now + 3600,
+        "jti": rollgate::names::random_id(), "iat": now, "nbf": now, "exp": now + 3600,
         "action": "restart",
     })
 }
@@ -52,7 +52,7 @@ fn sign(key: &SigningKey, kid: Option<&str>, claims: &Value) -> String {
 /// attacker with write access to the store would file it.
 fn mk_row(token: String, now: i64) -> StoredGrant {
     StoredGrant {
-        jti: rollgate::random_id(),
+        jti: rollgate::names::random_id(),
         user: "alice".into(),
         namespace: "production".into(),
         application: "checkout-api".into(),
@@ -332,7 +332,7 @@ async fn control_characters_hostile_names_and_unknown_fields_are_refused() {
 
 /// A Redis with a password, and a password file for rollgate.
 fn mk_redis_with_password(dir: &std::path::Path) -> (RedisServer, String, std::path::PathBuf) {
-    let password = format!("rg-redis-pw-{}", rollgate::random_id());
+    let password = format!("rg-redis-pw-{}", rollgate::names::random_id());
     let redis = RedisServer::start(&["--requirepass", &password]);
     let file = dir.join("redis-password");
     std::fs::write(&file, &password).unwrap();

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rollgate::audit::{AuditDecision, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
-use rollgate::config::StoreConfig;
 use rollgate::grants::{GrantFilter, StoredGrant};
+use rollgate::store::StoreConfig;
 use rollgate::store::sqlite::SqliteStore;
 use rollgate::store::{RedisOptions, Stores};
 use rollgate::tickets::{NewTicket, Ticket, TicketApproval, TicketFilter, TicketStatus};

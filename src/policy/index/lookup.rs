@@ -245,7 +245,7 @@ mod tests {
 
         let error = answer.unwrap_err();
         assert!(matches!(error, Error::Api(_)), "{error:?}");
-        let cause = crate::admission::error_chain(&error);
+        let cause = crate::error::error_chain(&error);
         assert!(cause.contains("forbidden"), "{cause}");
         let unlabelled = mk_namespace("ledger", json!({}));
         let (again, ()) = tokio::join!(

@@ -29,8 +29,8 @@ use crate::audit::chain::{self, GENESIS_HASH};
 use crate::audit::{
     AdmissionLimits, AuditFilter, AuditLog, AuditPage, AuditRecord, LimitHit, RateCheck,
 };
+use crate::error::Error;
 use crate::rollout::OperationMark;
-use crate::store::Error;
 
 pub(super) type Entry = (String, Vec<String>);
 
@@ -148,7 +148,7 @@ fn each_caller(e: &Error) -> Error {
         other => Error::Redis(redis::RedisError::from((
             redis::ErrorKind::Io,
             "the audit append failed",
-            crate::admission::error_chain(other),
+            crate::error::error_chain(other),
         ))),
     }
 }

@@ -19,7 +19,7 @@ use super::{
     BATCH, MAX_SCAN, RedisStore, eval, event_index, parse, scripts,
 };
 use crate::audit::{AuditFilter, AuditPage, AuditRecord, DEFAULT_PAGE, MAX_PAGE, timestamp_text};
-use crate::store::Error;
+use crate::error::Error;
 
 /// Does `record` pass the filters of `filter` (all but `after`/`limit`)?
 fn matches(filter: &AuditFilter, r: &AuditRecord) -> bool {

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::error::UrlError;
 use percent_encoding::percent_decode_str;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
@@ -37,11 +38,6 @@ use redis::{
 const SLOT_KEY: &str = "{rollgate}";
 const SENTINEL_PORT: u16 = 26379;
 const REDIS_PORT: u16 = 6379;
-
-/// A store URL that cannot be used, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid redis URL: {0}")]
-pub struct UrlError(String);
 
 /// Where rollgate's Redis data lives, as the store URL says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 
 use super::{GRANT_PREFIX, GRANTS, GRANTS_EXPIRING, GRANTS_META, RedisStore, eval, scripts};
+use crate::error::Error;
 use crate::grants::{GrantFilter, GrantStore, StoredGrant};
-use crate::store::Error;
 
 fn grant_key(jti: &str) -> String {
     format!("{GRANT_PREFIX}{jti}")

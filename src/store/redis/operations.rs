@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{OPEN_OPERATIONS, OPERATION_LEASE_PREFIX, RedisStore, eval, scripts};
+use crate::error::Error;
 use crate::rollout::OperationLeases;
-use crate::store::Error;
 
 fn lease_key(operation_id: &str) -> String {
     format!("{OPERATION_LEASE_PREFIX}{operation_id}")

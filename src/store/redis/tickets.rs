@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::{BATCH, MAX_TICKETS, RedisStore, TICKET_PREFIX, TICKET_SEQ, TICKETS, eval, scripts};
-use crate::store::Error;
+use crate::error::Error;
 use crate::tickets::{Ticket, TicketFilter, TicketStatus, TicketStore};
 
 fn ticket_key(id: u64) -> String {

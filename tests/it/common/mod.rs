@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use reqwest::StatusCode;
 use rollgate::cli::{Cli, Command};
-use rollgate::config::{Config, StoreConfig};
+use rollgate::config::Config;
 use rollgate::server::RunningServer;
+use rollgate::store::StoreConfig;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -386,7 +387,7 @@ pub fn fixture(name: &str) -> Value {
 /// `review` as sent for `user` (e.g. the demo user "alice"), with a fresh uid.
 pub fn by(mut review: Value, user: &str) -> Value {
     review["request"]["userInfo"]["username"] = user.into();
-    review["request"]["uid"] = rollgate::random_id().into();
+    review["request"]["uid"] = rollgate::names::random_id().into();
     review
 }
 
