@@ -243,7 +243,10 @@ struct Answer {
 #[tokio::test]
 async fn redis_killed_under_load_denies_gated_changes_within_budget_and_recovers() {
     let mut redis = RedisServer::start(&[]);
-    let yaml = format!("{YAML}  rateLimit: {{limit: 0}}\n");
+    // A 2 s budget: admissions before the kill must not time out on a busy
+    // machine, and a store call left to hang (the client gives up after
+    // 20 s) is still far beyond it.
+    let yaml = format!("{}  rateLimit: {{limit: 0}}\n", YAML.replace("500ms", "2s"));
     let store = StoreConfig::parse(&redis.url()).unwrap();
     let s = std::sync::Arc::new(
         spawn_server_with(tempfile::tempdir().unwrap(), &yaml, Some(store)).await,
@@ -332,11 +335,11 @@ async fn redis_killed_under_load_denies_gated_changes_within_budget_and_recovers
             "{}",
             answer.message
         );
-        // The budget is 500 ms; the margin is for a busy machine, far below
+        // The budget is 2 s; the margin is for a busy machine, far below
         // a store call left to hang (the client gives up after 20 s).
         assert!(
-            answer.took < Duration::from_secs(5),
-            "answered within the 500 ms store budget: {:?}",
+            answer.took < Duration::from_secs(8),
+            "answered within the 2 s store budget: {:?}",
             answer.took
         );
     }
