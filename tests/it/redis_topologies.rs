@@ -400,13 +400,31 @@ async fn a_sentinel_store_follows_a_failover_without_a_restart() {
         .await
         .unwrap();
     // Replication is asynchronous: make sure the replica has both writes
-    // before the primary dies, as a real failover would need too.
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut set_up.primary.conn())
-        .unwrap();
-    assert_eq!(acked, 1);
+    // before the primary dies, as a real failover would need too. (`WAIT`
+    // on a connection of its own would wait for that connection's writes
+    // only, which are none: compare the replication offsets instead.)
+    let offset = |conn: &mut redis::Connection, field: &str| -> i64 {
+        let info: String = redis::cmd("INFO").arg("replication").query(conn).unwrap();
+        info.lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(-1)
+    };
+    let written = offset(&mut set_up.primary.conn(), "master_repl_offset");
+    let replica = set_up.replica.as_ref().expect("a replica");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while offset(&mut replica.conn(), "slave_repl_offset") < written {
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let old_port = set_up.primary.port;
     set_up.primary.kill();
 
